@@ -1,0 +1,234 @@
+"""Typed experiment configs: YAML files loaded into frozen, validated dataclasses.
+
+    cfg = config.load("configs/quickstart.yaml", overrides=["optimizer.learning_rate=0.01"])
+
+Every section is a frozen pydantic dataclass with `extra="forbid"`: an unknown key, a wrong type
+or an out-of-range value raises one `ConfigError` that names the key, the value and the file (or
+the ``--set`` override it came from). `to_dict(cfg)` gives the resolved config back as plain data,
+which the trainer saves into the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal, Optional
+
+import yaml
+from pydantic import Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from cooptim.sparsity import NM, Method
+from cooptim.sparsity._config import STRICT
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0, strict=True)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, strict=True)]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key, the value and the source."""
+
+
+@dataclass(frozen=True, config=STRICT)
+class DataConfig:
+    """Which data set, where it lives, and how it is batched.
+
+    `digits` (scikit-learn's 8x8 digits) ships with scikit-learn and needs no download. `cifar10`
+    and `imagenet2012` are read with tensorflow-datasets from `data_dir`, prepared beforehand in
+    array_record format (see the README).
+    """
+
+    name: Literal["digits", "cifar10", "imagenet2012"] = "digits"
+    data_dir: Optional[StrictStr] = None
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt = 500
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0, strict=True)] = 0.25
+    augment: StrictBool = False
+    image_size: PositiveInt = 224
+
+
+@dataclass(frozen=True, config=STRICT)
+class ModelConfig:
+    """The network. `width` scales the channel counts (digits_cnn: first conv; resnet20: stage 1)."""
+
+    name: Literal["digits_cnn", "resnet20"] = "digits_cnn"
+    width: PositiveInt = 16
+
+
+@dataclass(frozen=True, config=STRICT)
+class SparsityConfig:
+    """The sparsity method of every prunable layer.
+
+    `layers` maps layer-name patterns (shell-style, e.g. ``conv1`` or ``stage3.*``) to a method
+    that replaces `default` for the layers it matches; the first matching pattern wins, and a
+    pattern that matches no layer is an error.
+    """
+
+    default: Method = NM()
+    layers: dict[StrictStr, Method] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=STRICT)
+class OptimizerConfig:
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0, strict=True)] = 0.9
+    nesterov: StrictBool = False
+    weight_decay: NonNegativeFloat = 0.0
+    schedule: Literal["constant", "cosine", "warmup_cosine"] = "cosine"
+    warmup_steps: NonNegativeInt = 0
+
+
+@dataclass(frozen=True, config=STRICT)
+class TrainConfig:
+    """Training length and bookkeeping, in optimizer steps. `steps`, when set, overrides `epochs`."""
+
+    epochs: PositiveInt = 30
+    steps: Optional[PositiveInt] = None
+    eval_every: PositiveInt = 200
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 100
+    keep_checkpoints: PositiveInt = 2
+
+
+@dataclass(frozen=True, config=STRICT)
+class HardwareConfig:
+    """The accelerator the network is designed for and the weight of its cost in the loss."""
+
+    device: StrictStr = "zcu102"
+    accelerator: Literal["dataflow", "overlay"] = "dataflow"
+    clock_mhz: Optional[PositiveFloat] = None
+    cost_weight: NonNegativeFloat = 0.0
+
+
+@dataclass(frozen=True, config=STRICT)
+class Config:
+    """One experiment. The run folder is `output_dir/name`."""
+
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    seed: NonNegativeInt = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    sparsity: SparsityConfig = SparsityConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    output_dir: StrictStr = "runs"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def _key_of(loc: tuple, raw: Any) -> str:
+    """Dotted config key of a pydantic error location, without union tags (e.g. 'nm')."""
+    parts, node = [], raw
+    for item in loc:
+        if isinstance(node, dict) and item in node:
+            parts.append(str(item))
+            node = node[item]
+        elif not isinstance(node, dict) or parts == [] or item not in _TAGS:
+            parts.append(str(item))
+            node = None
+        # else: a discriminated-union tag inserted by pydantic; not part of the user's key.
+    return ".".join(parts) or "<top level>"
+
+
+_TAGS = {"dense", "nm"}
+
+
+def _describe(error: dict, raw: Any, origin) -> str:
+    key = _key_of(error["loc"], raw)
+    where = origin(key)
+    kind = error["type"]
+    if kind == "unexpected_keyword_argument":
+        return f"{where}: unknown key '{key}'"
+    if kind == "missing_argument" or kind == "missing":
+        return f"{where}: required key '{key}' is missing"
+    if kind == "union_tag_not_found":
+        return f"{where}: '{key}' needs a 'method' (one of: {', '.join(sorted(_TAGS))})"
+    if kind == "union_tag_invalid":
+        value = error["input"].get("method") if isinstance(error["input"], dict) else error["input"]
+        return (
+            f"{where}: '{key}.method' = {value!r} is not a known sparsity method "
+            f"(one of: {', '.join(sorted(_TAGS))})"
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: '{key}' = {error['input']!r}: {message}"
+
+
+def from_dict(raw: Any, source: str = "<dict>", set_keys: Iterable[str] = ()) -> Config:
+    """Validates plain data into a `Config`; raises `ConfigError` naming key, value and source."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of keys, got {type(raw).__name__}")
+    set_keys = tuple(set_keys)
+
+    def origin(key: str) -> str:
+        hits = [k for k in set_keys if key == k or key.startswith(k + ".") or k.startswith(key + ".")]
+        return f"{source} (--set {hits[0]})" if hits else source
+
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as e:
+        lines = [_describe(err, raw, origin) for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> tuple[dict, list[str]]:
+    """Applies ``a.b=value`` overrides (value parsed as YAML) to a copy of `raw`.
+
+    Returns the new dict and the keys that were set.
+    """
+    import copy
+
+    raw = copy.deepcopy(raw)
+    keys = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optimizer.learning_rate=0.01")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+        node = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {item!r}: '{prefix}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+        keys.append(key)
+    return raw, keys
+
+
+def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Reads a YAML config file, applies ``--set`` overrides, and validates it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw, keys = apply_overrides(raw if raw is not None else {}, overrides)
+    return from_dict(raw, source=str(path), set_keys=keys)
+
+
+def to_dict(config: Config) -> dict:
+    """The resolved config as plain JSON/YAML-able data (every default filled in)."""
+    return _ADAPTER.dump_python(config, mode="json")
+
+
+def save(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,92 @@
+"""Sparse-aware Flax NNX layers and models, and the helpers that build and inspect them."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cooptim.config import Config, ConfigError, SparsityConfig
+from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer, record_layers
+from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
+from cooptim.sparsity import SparsityError, SparsityMethod
+
+
+class SparsityPlan:
+    """Resolves each layer's method from a `SparsityConfig`: the first pattern in
+    `layers` that matches the layer name, else `default`. Remembers which config key decided."""
+
+    def __init__(self, cfg: SparsityConfig):
+        self.cfg = cfg
+        self.used: set[str] = set()
+
+    def key_for(self, layer: str) -> str:
+        for pattern in self.cfg.layers:
+            if fnmatch.fnmatchcase(layer, pattern):
+                return f"sparsity.layers.{pattern}"
+        return "sparsity.default"
+
+    def __call__(self, layer: str) -> SparsityMethod:
+        for pattern, method in self.cfg.layers.items():
+            if fnmatch.fnmatchcase(layer, pattern):
+                self.used.add(pattern)
+                return method
+        return self.cfg.default
+
+    def unused_patterns(self) -> list[str]:
+        return [p for p in self.cfg.layers if p not in self.used]
+
+
+def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
+                *, source: str = "<config>") -> nnx.Module:
+    """Builds the configured model; config problems become one `ConfigError` naming key and file."""
+    plan = SparsityPlan(cfg.sparsity)
+    current = {"layer": None}
+
+    def sparsity_for(layer: str) -> SparsityMethod:
+        current["layer"] = layer
+        return plan(layer)
+
+    try:
+        model = MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, width=cfg.model.width,
+                                       rngs=nnx.Rngs(cfg.seed))
+    except SparsityError as e:
+        raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None
+    unused = plan.unused_patterns()
+    if unused:
+        names = [layer.layer_name for _, layer in sparse_layers(model)]
+        raise ConfigError(
+            f"{source}: 'sparsity.layers.{unused[0]}' matches no layer of {cfg.model.name}; "
+            f"its layers are: {', '.join(names)}"
+        )
+    return model
+
+
+def sparse_layers(model: nnx.Module) -> list[tuple[tuple, SparseLayer]]:
+    """(graph path, layer) of every sparse layer, in definition order."""
+    return [(path, node) for path, node in nnx.iter_graph(model) if isinstance(node, SparseLayer)]
+
+
+def describe(model: nnx.Module, in_shape: tuple[int, int, int]) -> list:
+    """Static layer descriptions (cost_models.layers) in execution order, by tracing shapes only."""
+    with record_layers() as records:
+        nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, *in_shape), jnp.float32))
+    return [description for description, _ in records]
+
+
+__all__ = [
+    "MODELS",
+    "CifarResNet",
+    "DigitsCNN",
+    "SparseConv",
+    "SparseDense",
+    "SparseLayer",
+    "SparsityPlan",
+    "build_model",
+    "describe",
+    "record_layers",
+    "resnet20",
+    "sparse_layers",
+]

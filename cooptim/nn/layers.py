@@ -1,0 +1,160 @@
+"""Sparse-aware Flax NNX layers.
+
+`SparseConv` and `SparseDense` hold a dense weight (an `nnx.Param`) and a sparsity method
+(static). The forward pass uses `method.apply(weight)`: the masked weight, with the method's
+straight-through gradient back to the dense weight. Each layer has a `layer_name`, the name that
+configs, reports and exported files use.
+
+While `record_layers()` is active, every sparse layer appends its static description
+(`cost_models.layers.Conv2D` / `Dense`) when it runs, which is how `describe()` extracts a model's
+layer shapes for the cost model by tracing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cooptim.sparsity import Dense as DenseMethod
+from cooptim.sparsity import SparsityMethod, WeightLayout
+from cost_models import layers as cm_layers
+
+_RECORDER: contextvars.ContextVar[list | None] = contextvars.ContextVar("cooptim_recorder", default=None)
+
+
+@contextlib.contextmanager
+def record_layers() -> Iterator[list]:
+    """Collects (description, layer) for every sparse layer run inside the block, in order."""
+    records: list = []
+    token = _RECORDER.set(records)
+    try:
+        yield records
+    finally:
+        _RECORDER.reset(token)
+
+
+def _record(description, layer) -> None:
+    records = _RECORDER.get()
+    if records is not None:
+        records.append((description, layer))
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class SparseLayer(nnx.Module):
+    """Common parts of the sparse layers: weight, method, layout."""
+
+    kernel: nnx.Param
+    sparsity: SparsityMethod
+    layout: WeightLayout
+    layer_name: str
+
+    def effective_kernel(self) -> jax.Array:
+        """The weight the forward pass uses (masked by the method)."""
+        return self.sparsity.apply(self.kernel[...], self.layout)
+
+    def mask(self) -> jax.Array:
+        """The method's current 0/1 keep-mask of the weight."""
+        return self.sparsity.mask(self.kernel[...], self.layout)
+
+    def density(self) -> jax.Array:
+        return self.sparsity.density(self.kernel[...], self.layout)
+
+
+class SparseConv(SparseLayer):
+    """2-D convolution, NHWC input, HWIO weight of shape (K_h, K_w, C_in/groups, C_out)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int] = 3,
+        *,
+        name: str,
+        strides: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | None = None,
+        groups: int = 1,
+        use_bias: bool = False,
+        sparsity: SparsityMethod = DenseMethod(),
+        rngs: nnx.Rngs,
+    ):
+        kh, kw = _pair(kernel_size)
+        if in_features % groups or out_features % groups:
+            raise ValueError(f"layer {name!r}: groups={groups} must divide {in_features} and {out_features}")
+        self.layer_name = name
+        self.strides = _pair(strides)
+        pad = _pair(padding) if padding is not None else ((kh - 1) // 2, (kw - 1) // 2)
+        self.padding = ((pad[0], pad[0]), (pad[1], pad[1]))
+        self.groups = groups
+        self.out_features = out_features
+        shape = (kh, kw, in_features // groups, out_features)
+        self.layout = WeightLayout(shape, in_axis=2, out_axis=3)
+        sparsity.validate(self.layout, name)
+        self.sparsity = sparsity
+        init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+        self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, H, W, C_in) float -> (B, H', W', C_out)."""
+        y = jax.lax.conv_general_dilated(
+            x,
+            self.effective_kernel().astype(x.dtype),
+            window_strides=self.strides,
+            padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
+        )
+        if self.bias is not None:
+            y = y + self.bias[...]
+        _record(
+            cm_layers.Conv2D(
+                name=self.layer_name,
+                in_shape=tuple(x.shape[1:]),
+                out_channels=self.out_features,
+                kernel=self.layout.shape[:2],
+                stride=self.strides,
+                padding=self.padding,
+                groups=self.groups,
+            ),
+            self,
+        )
+        return y
+
+
+class SparseDense(SparseLayer):
+    """Fully connected layer, weight (in_features, out_features)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        name: str,
+        use_bias: bool = True,
+        sparsity: SparsityMethod = DenseMethod(),
+        rngs: nnx.Rngs,
+    ):
+        self.layer_name = name
+        shape = (in_features, out_features)
+        self.layout = WeightLayout(shape, in_axis=0, out_axis=1)
+        sparsity.validate(self.layout, name)
+        self.sparsity = sparsity
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+        self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, in_features) -> (B, out_features)."""
+        y = x @ self.effective_kernel().astype(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        _record(cm_layers.Dense(self.layer_name, *self.layout.shape), self)
+        return y

@@ -1,0 +1,133 @@
+"""`nm`: N:M fine-grained weight sparsity trained with SR-STE.
+
+Zhou et al., "Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch",
+ICLR 2021. In every group of M consecutive weights along the pruning axis (by default the input
+channels, the reduction axis of the layer) the N of largest magnitude are kept. The mask is
+recomputed from the dense weights at every step. The forward pass uses the masked weights; the
+backward pass is the sparse-refined straight-through estimator (Sec. 4.2, Eq. 6):
+
+    g_dense = g(W * mask) + decay * (1 - mask) * W
+
+which passes the gradient straight through to every dense weight and pulls the pruned ones
+towards zero so that the mask stops oscillating.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from pydantic import Field, StrictInt, model_validator
+from pydantic.dataclasses import dataclass
+
+from cooptim.sparsity._config import STRICT
+from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
+from cost_models.sparsity import NMPattern
+
+
+def _to_groups(x, axis: int, m: int):
+    """Moves `axis` last and splits it into (C/M, M) groups. Returns (grouped, moved shape)."""
+    moved = jnp.moveaxis(x, axis, -1)
+    return moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m), moved.shape
+
+
+def nm_mask(weight: jax.Array, n: int, m: int, axis: int) -> jax.Array:
+    """The N:M keep-mask of `weight`: exactly N ones in every group of M along `axis`.
+
+    Ties in magnitude are broken by position (lower index kept), so the count is always N.
+
+    Args:
+      weight: any shape; `weight.shape[axis]` divisible by m.
+    Returns:
+      0/1 array of weight's shape and dtype.
+    """
+    groups, moved_shape = _to_groups(jnp.abs(weight), axis, m)
+    # rank 0 = largest magnitude; a stable argsort of the negated values keeps ties in order.
+    order = jnp.argsort(-groups, axis=-1, stable=True)
+    rank = jnp.argsort(order, axis=-1, stable=True)
+    keep = (rank < n).astype(weight.dtype).reshape(moved_shape)
+    return jnp.moveaxis(keep, -1, axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def srste(weight: jax.Array, mask: jax.Array, decay: float) -> jax.Array:
+    """Masked weight with the SR-STE gradient (Zhou et al. 2021, Eq. 6)."""
+    return weight * mask
+
+
+def _srste_fwd(weight, mask, decay):
+    return weight * mask, (weight, mask)
+
+
+def _srste_bwd(decay, residuals, g):
+    weight, mask = residuals
+    return g + decay * (1.0 - mask) * weight, jnp.zeros_like(mask)
+
+
+srste.defvjp(_srste_fwd, _srste_bwd)
+
+
+def count_per_group(mask, m: int, axis: int) -> np.ndarray:
+    """Number of ones in each group of M along `axis` (NumPy, for checks and reports)."""
+    moved = np.moveaxis(np.asarray(mask), axis, -1)
+    return (moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m) != 0).sum(-1)
+
+
+@dataclass(frozen=True, config=STRICT)
+class NM:
+    """N:M sparsity with SR-STE.
+
+    Attributes:
+      n: weights kept per group.
+      m: group size.
+      axis: "input" (the reduction axis: input channels of a conv, rows of a dense kernel) or
+        "output".
+      decay: SR-STE's lambda_w, the decay on pruned weights (the paper uses 2e-4).
+    """
+
+    method: Literal["nm"] = "nm"
+    n: Annotated[StrictInt, Field(ge=1)] = 2
+    m: Annotated[StrictInt, Field(ge=1)] = 4
+    axis: Literal["input", "output"] = "input"
+    decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+
+    @model_validator(mode="after")
+    def _n_at_most_m(self):
+        if self.n > self.m:
+            raise ValueError(f"N={self.n} is greater than M={self.m}: N:M keeps N of every M")
+        return self
+
+    def validate(self, layout: WeightLayout, layer: str) -> None:
+        axis = layout.axis(self.axis)
+        size = layout.shape[axis]
+        if size % self.m:
+            raise SparsityError(
+                f"layer {layer!r}: M={self.m} does not divide the {self.axis} axis of its weight "
+                f"(shape {tuple(layout.shape)}, axis {axis} has size {size})"
+            )
+
+    def mask(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
+        return nm_mask(weight, self.n, self.m, layout.axis(self.axis))
+
+    def apply(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
+        mask = jax.lax.stop_gradient(self.mask(weight, layout))
+        return srste(weight, mask, self.decay)
+
+    def density(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
+        del weight, layout
+        return jnp.float32(self.n / self.m)
+
+    def pattern(self) -> NMPattern:
+        return NMPattern(n=self.n, m=self.m, axis=self.axis)
+
+    def check(self, mask, layout: WeightLayout) -> PatternCheck:
+        counts = count_per_group(mask, self.m, layout.axis(self.axis))
+        bad = int((counts != self.n).sum())
+        if bad:
+            return PatternCheck(
+                False, f"{bad} of {counts.size} groups do not keep exactly {self.n} of {self.m}"
+            )
+        return PatternCheck(True, f"all {counts.size} groups keep {self.n} of {self.m}")

@@ -1,0 +1,383 @@
+"""Train a sparse network: ``python -m cooptim.train --config configs/quickstart.yaml``.
+
+A run folder (`output_dir/name`) receives:
+  config.yaml     the config as it was resolved (every default filled in)
+  metrics.jsonl   one JSON object per logged step and per evaluation
+  checkpoints/    orbax checkpoints of model + optimizer state; `--resume` continues from the last
+  masks.npz       the final keep-mask of every sparse layer, by layer name
+  report.json     accuracy, per-layer density, MACs and the sparsity-pattern check
+
+The loop is deterministic in (config, step): the batch of a step does not depend on where the run
+was interrupted, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from cooptim import config as config_lib
+from cooptim import data as data_lib
+from cooptim import nn
+from cooptim.config import Config, ConfigError, OptimizerConfig
+
+
+class RunError(RuntimeError):
+    """The run folder is in a state that the requested action cannot use."""
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it, library callers may ignore it."""
+
+    def start(self, total_steps: int, first_step: int) -> None: ...
+
+    def step(self, step: int, metrics: dict) -> None: ...
+
+    def evaluated(self, step: int, metrics: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total_steps, first_step): pass
+
+    def step(self, step, metrics): pass
+
+    def evaluated(self, step, metrics): pass
+
+    def close(self): pass
+
+
+def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    """The optax transformation for a config; weight decay applies to weights with ndim > 1."""
+    if cfg.schedule == "constant":
+        lr = optax.constant_schedule(cfg.learning_rate)
+    elif cfg.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
+    else:
+        lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps, total_steps)
+    if cfg.name == "adamw":
+        return optax.adamw(lr, weight_decay=cfg.weight_decay, mask=_is_kernel)
+    base = optax.sgd(lr, momentum=cfg.momentum, nesterov=cfg.nesterov) if cfg.name == "sgd" else optax.adam(lr)
+    if cfg.weight_decay:
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=_is_kernel), base)
+    return base
+
+
+def _is_kernel(params):
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _loss_and_logits(model, images, labels):
+    logits = model(images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, logits
+
+
+@nnx.jit
+def train_step(model, optimizer, images, labels):
+    """One optimizer step. Returns (loss, accuracy) of the batch before the update."""
+    (loss, logits), grads = nnx.value_and_grad(_loss_and_logits, has_aux=True)(model, images, labels)
+    optimizer.update(model, grads)
+    return loss, (logits.argmax(-1) == labels).mean()
+
+
+@nnx.jit
+def eval_step(model, images, labels):
+    """Returns (summed loss, number correct) of a batch."""
+    logits = model(images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+    return loss, (logits.argmax(-1) == labels).sum()
+
+
+def evaluate(model, source: data_lib.Source, batch_size: int) -> dict:
+    """Accuracy and mean loss over a whole source, with BatchNorm in inference mode."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for images, labels in data_lib.eval_batches(source, batch_size):
+        loss, right = eval_step(model, jnp.asarray(images), jnp.asarray(labels))
+        loss_sum += float(loss)
+        correct += int(right)
+    model.train()
+    n = len(source)
+    return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+def total_steps(cfg: Config, steps_per_epoch: int) -> int:
+    return cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * steps_per_epoch
+
+
+def _prepare_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
+    run_dir = cfg.run_dir
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.exists():
+            raise RunError(f"cannot resume: {run_dir} has no config.yaml (no run was started there)")
+        import yaml
+
+        previous = yaml.safe_load(saved.read_text())
+        current = config_lib.to_dict(cfg)
+        if previous != current:
+            diff = sorted(_diff_keys(previous, current))
+            raise RunError(
+                f"cannot resume {run_dir}: the config differs from the one it was started with "
+                f"at {', '.join(diff)}"
+            )
+        return run_dir
+    if run_dir.exists():
+        if not force:
+            raise RunError(
+                f"run folder {run_dir} already exists: pass --resume to continue it, or --force "
+                f"to delete it and start over"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    config_lib.save(cfg, saved)
+    return run_dir
+
+
+def _diff_keys(a, b, prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in set(a) | set(b):
+            yield from _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+class _Checkpoints:
+    """Orbax checkpoints of (model, optimizer) state, numbered by completed steps."""
+
+    def __init__(self, directory: Path, keep: int):
+        self.manager = ocp.CheckpointManager(
+            directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, model, optimizer) -> None:
+        if self.manager.latest_step() == step:
+            return
+        state = nnx.to_pure_dict(nnx.state((model, optimizer)))
+        self.manager.save(step, args=ocp.args.StandardSave(state))
+
+    def restore(self, step: int, model, optimizer) -> None:
+        state = nnx.state((model, optimizer))
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(nnx.to_pure_dict(state)))
+        nnx.replace_by_pure_dict(state, restored)
+        nnx.update((model, optimizer), state)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keeps the metric lines up to `last_step`, so a resumed run does not log a step twice."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def layer_report(model, in_shape) -> list[dict]:
+    """Per sparse layer: shapes, method, pattern, density, MACs and the pattern check."""
+    rows = []
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    for desc in nn.describe(model, in_shape):
+        layer = layers[desc.name]
+        mask = np.asarray(layer.mask())
+        density = float(mask.mean())
+        check = layer.sparsity.check(mask, layer.layout)
+        rows.append({
+            "name": desc.name,
+            "type": type(desc).__name__,
+            "weight_shape": list(desc.weight_shape),
+            "method": layer.sparsity.method,
+            "pattern": layer.sparsity.pattern().describe(),
+            "density": density,
+            "params": desc.params,
+            "nonzero_params": int(np.count_nonzero(np.asarray(layer.effective_kernel()))),
+            "macs": desc.macs,
+            "effective_macs": desc.macs * density,
+            "pattern_ok": check.ok,
+            "pattern_check": check.detail,
+        })
+    return rows
+
+
+def masks_of(model) -> dict[str, np.ndarray]:
+    return {layer.layer_name: np.asarray(layer.mask(), np.uint8) for _, layer in nn.sparse_layers(model)}
+
+
+def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: bool = False,
+        reporter: Reporter | None = None) -> dict:
+    """Trains `cfg` into its run folder and returns the report (also written as report.json)."""
+    reporter = reporter or SilentReporter()
+    dataset = data_lib.load(cfg.data)
+    model = nn.build_model(cfg, dataset.image_shape, dataset.num_classes, source=source)
+    stream = data_lib.TrainStream(dataset.train, cfg.data.batch_size, cfg.seed, cfg.data.augment)
+    steps = total_steps(cfg, stream.steps_per_epoch)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, steps), wrt=nnx.Param)
+
+    run_dir = _prepare_run_dir(cfg, resume=resume, force=force)
+    checkpoints = _Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    metrics_path = run_dir / "metrics.jsonl"
+    start = 0
+    if resume and (latest := checkpoints.latest_step()) is not None:
+        checkpoints.restore(latest, model, optimizer)
+        start = int(optimizer.step[...])
+    _truncate_metrics(metrics_path, start)
+
+    model.train()
+    reporter.start(steps, start)
+    t_last, steps_since = time.perf_counter(), 0
+    try:
+        with metrics_path.open("a") as log:
+            for step in range(start, steps):
+                images, labels = stream.batch(step)
+                loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
+                done = step + 1
+                steps_since += 1
+                if done % cfg.train.log_every == 0 or done == steps:
+                    now = time.perf_counter()
+                    record = {"step": done, "epoch": step // stream.steps_per_epoch,
+                              "loss": float(loss), "accuracy": float(acc),
+                              "steps_per_s": steps_since / max(now - t_last, 1e-9)}
+                    t_last, steps_since = now, 0
+                    log.write(json.dumps(record) + "\n")
+                    reporter.step(done, record)
+                if done % cfg.train.eval_every == 0 and done != steps:
+                    ev = evaluate(model, dataset.test, cfg.data.eval_batch_size)
+                    record = {"step": done, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    reporter.evaluated(done, record)
+                if done % cfg.train.checkpoint_every == 0:
+                    log.flush()
+                    checkpoints.save(done, model, optimizer)
+            checkpoints.save(steps, model, optimizer)
+            test = evaluate(model, dataset.test, cfg.data.eval_batch_size)
+            record = {"step": steps, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
+            log.write(json.dumps(record) + "\n")
+            reporter.evaluated(steps, record)
+    finally:
+        checkpoints.close()
+        reporter.close()
+
+    report = build_report(cfg, model, dataset, steps, test)
+    np.savez_compressed(run_dir / "masks.npz", **masks_of(model))
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict) -> dict:
+    layers = layer_report(model, dataset.image_shape)
+    macs = sum(r["macs"] for r in layers)
+    effective = sum(r["effective_macs"] for r in layers)
+    params = sum(r["params"] for r in layers)
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "steps": steps,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "params": params,
+        "nonzero_params": sum(r["nonzero_params"] for r in layers),
+        "weight_density": sum(r["density"] * r["params"] for r in layers) / params,
+        "macs": macs,
+        "effective_macs": effective,
+        "mac_speedup": macs / effective,
+        "pattern_ok": all(r["pattern_ok"] for r in layers),
+        "layers": layers,
+    }
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+class ProgressBar:
+    """A tqdm bar with loss, accuracy and steps/s; evaluations are printed above it."""
+
+    def __init__(self):
+        self.bar = None
+
+    def start(self, total_steps, first_step):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=first_step, unit="step", dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def step(self, step, metrics):
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
+                             steps_per_s=f"{metrics['steps_per_s']:.0f}")
+
+    def evaluated(self, step, metrics):
+        self.bar.write(f"step {step}: test accuracy {metrics['test_accuracy']:.4f}, "
+                       f"loss {metrics['test_loss']:.4f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_report(report: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['name']}: {report['model']} on {report['data']}, {report['steps']} steps")
+    for col in ("layer", "method", "pattern", "weight shape", "density", "MACs", "eff. MACs", "check"):
+        table.add_column(col, justify="right" if col in ("density", "MACs", "eff. MACs") else "left")
+    for r in report["layers"]:
+        table.add_row(r["name"], r["method"], r["pattern"], "x".join(map(str, r["weight_shape"])),
+                      f"{r['density']:.3f}", f"{r['macs']:,}", f"{r['effective_macs']:,.0f}",
+                      "[green]ok[/]" if r["pattern_ok"] else f"[red]{r['pattern_check']}[/]")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"test accuracy [bold]{report['test_accuracy']:.4f}[/]   weight density "
+        f"{report['weight_density']:.3f}   MACs/image {report['macs']:,} -> "
+        f"{report['effective_macs']:,.0f} ({report['mac_speedup']:.2f}x fewer)"
+    )
+    console.print(f"run folder: {run_dir}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cooptim.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optimizer.learning_rate=0.01")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the run folder")
+    parser.add_argument("--force", action="store_true", help="delete an existing run folder first")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.resume and args.force:
+        parser.error("--resume and --force exclude each other")
+    try:
+        cfg = config_lib.load(args.config, args.set)
+        report = run(cfg, source=args.config, resume=args.resume, force=args.force,
+                     reporter=SilentReporter() if args.quiet else ProgressBar())
+    except (ConfigError, RunError, data_lib.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_report(report, cfg.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Static layer descriptions: the shapes a cost model needs, nothing trainable.
+
+A description is a small frozen dataclass; a network is a tuple of them in execution order.
+cooptim extracts them from a Flax model by tracing shapes (``cooptim.nn.describe``); users of
+``cost_models`` alone may build them by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Union
+
+
+def _conv_out(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv2D:
+    """A 2-D convolution, NHWC activations and HWIO weights.
+
+    Attributes:
+      name: the layer's name in the model (used in reports and errors).
+      in_shape: (H, W, C_in) of one input image.
+      out_channels: C_out.
+      kernel: (K_h, K_w).
+      stride: (S_h, S_w).
+      padding: ((top, bottom), (left, right)) in pixels.
+      groups: feature groups; C_in and C_out are both divisible by it (depthwise: groups == C_in).
+    """
+
+    name: str
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((1, 1), (1, 1))
+    groups: int = 1
+
+    def __post_init__(self):
+        c_in = self.in_shape[2]
+        if c_in % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"layer {self.name!r}: groups={self.groups} must divide C_in={c_in} "
+                f"and C_out={self.out_channels}"
+            )
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        h, w, _ = self.in_shape
+        return (
+            _conv_out(h, self.kernel[0], self.stride[0], self.padding[0]),
+            _conv_out(w, self.kernel[1], self.stride[1], self.padding[1]),
+            self.out_channels,
+        )
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (*self.kernel, self.in_shape[2] // self.groups, self.out_channels)
+
+    @property
+    def params(self) -> int:
+        kh, kw, ci, co = self.weight_shape
+        return kh * kw * ci * co
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per image (dense)."""
+        oh, ow, co = self.out_shape
+        kh, kw, ci, _ = self.weight_shape
+        return oh * ow * co * kh * kw * ci
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A fully connected layer, weights (in_features, out_features)."""
+
+    name: str
+    in_features: int
+    out_features: int
+
+    @property
+    def weight_shape(self) -> tuple[int, int]:
+        return (self.in_features, self.out_features)
+
+    @property
+    def params(self) -> int:
+        return self.in_features * self.out_features
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.out_features
+
+
+Layer = Union[Conv2D, Dense]
+
+
+def total_macs(layers: Sequence[Layer]) -> int:
+    return sum(layer.macs for layer in layers)
+
+
+def total_params(layers: Sequence[Layer]) -> int:
+    return sum(layer.params for layer in layers)
