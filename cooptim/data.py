@@ -68,7 +68,7 @@ class ImageRecordSource:
         from PIL import Image
 
         images, labels = [], []
-        for record in self.records.__getitems__([int(i) for i in indices]):
+        for record in (self.records[int(i)] for i in indices):
             img = Image.fromarray(record["image"])
             scale = self.size * 1.14 / min(img.size)  # resize the short side to 256 for 224
             img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
@@ -117,8 +117,11 @@ def load_digits(test_fraction: float = 0.25) -> Dataset:
 
 
 def _tfds_source(name: str, split: str, data_dir: str | None):
+    import os
+
     import tensorflow_datasets as tfds
 
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises several types for "not there / wrong format"
@@ -136,7 +139,7 @@ def load_cifar10(data_dir: str | None) -> Dataset:
 
     def read(split):
         records = _tfds_source("cifar10", split, data_dir)
-        items = records.__getitems__(list(range(len(records))))
+        items = [records[i] for i in range(len(records))]
         images = np.stack([r["image"] for r in items]).astype(np.uint8)
         labels = np.asarray([r["label"] for r in items], np.int32)
         return ArraySource(images, labels, _CIFAR_MEAN, _CIFAR_STD)

@@ -222,15 +222,43 @@ def masks_of(model) -> dict[str, np.ndarray]:
     return {layer.layer_name: np.asarray(layer.mask(), np.uint8) for _, layer in nn.sparse_layers(model)}
 
 
-def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: bool = False,
-        reporter: Reporter | None = None) -> dict:
-    """Trains `cfg` into its run folder and returns the report (also written as report.json)."""
-    reporter = reporter or SilentReporter()
+def _setup(cfg: Config, source: str):
+    """Data, model, batch stream and optimizer of a config, freshly initialised."""
     dataset = data_lib.load(cfg.data)
     model = nn.build_model(cfg, dataset.image_shape, dataset.num_classes, source=source)
     stream = data_lib.TrainStream(dataset.train, cfg.data.batch_size, cfg.seed, cfg.data.augment)
     steps = total_steps(cfg, stream.steps_per_epoch)
     optimizer = nnx.Optimizer(model, make_optimizer(cfg.optimizer, steps), wrt=nnx.Param)
+    return dataset, model, stream, steps, optimizer
+
+
+def load_run(run_dir: str | Path, step: int | None = None):
+    """The config and trained model of a run folder, from its latest (or a given) checkpoint.
+
+    Returns (config, model, dataset); the model is in inference mode.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise RunError(f"{run_dir} is not a run folder: it has no config.yaml")
+    cfg = config_lib.load(run_dir / "config.yaml")
+    dataset, model, _, _, optimizer = _setup(cfg, str(run_dir / "config.yaml"))
+    checkpoints = _Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    try:
+        step = checkpoints.latest_step() if step is None else step
+        if step is None or step not in checkpoints.manager.all_steps():
+            raise RunError(f"{run_dir} has no checkpoint" + ("" if step is None else f" at step {step}"))
+        checkpoints.restore(step, model, optimizer)
+    finally:
+        checkpoints.close()
+    model.eval()
+    return cfg, model, dataset
+
+
+def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: bool = False,
+        reporter: Reporter | None = None) -> dict:
+    """Trains `cfg` into its run folder and returns the report (also written as report.json)."""
+    reporter = reporter or SilentReporter()
+    dataset, model, stream, steps, optimizer = _setup(cfg, source)
 
     run_dir = _prepare_run_dir(cfg, resume=resume, force=force)
     checkpoints = _Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)

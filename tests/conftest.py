@@ -1,0 +1,4 @@
+import os
+
+# Tests run on the CPU, two threads at most, whatever the machine has.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")

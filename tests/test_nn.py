@@ -1,0 +1,73 @@
+"""Sparse layers and models: shapes, layer descriptions, gradients through the masks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import cost_models
+from cooptim import config
+from cooptim.nn import SparseConv, SparseDense, build_model, describe, sparse_layers
+from cooptim.sparsity import NM
+
+
+def test_digits_cnn_description_by_hand():
+    cfg = config.load("configs/quickstart.yaml")
+    model = build_model(cfg, (8, 8, 1), 10)
+    layers = describe(model, (8, 8, 1))
+    assert [l.name for l in layers] == ["conv1", "conv2", "conv3", "head"]
+    # conv2: 8x8 output, 32 filters of 3x3x16 -> 8*8*32*144 MACs
+    assert layers[1].macs == 8 * 8 * 32 * 3 * 3 * 16
+    assert layers[2].in_shape == (4, 4, 32) and layers[2].out_shape == (4, 4, 64)
+    assert layers[3].in_features == 2 * 2 * 64
+    assert model(jnp.zeros((3, 8, 8, 1))).shape == (3, 10)
+
+
+def test_resnet20_matches_published_size():
+    cfg = config.from_dict({"name": "r", "model": {"name": "resnet20"},
+                            "sparsity": {"default": {"method": "dense"}}})
+    model = build_model(cfg, (32, 32, 3), 10)
+    layers = describe(model, (32, 32, 3))
+    assert len(layers) == 20  # 19 convs + the linear head: "ResNet-20"
+    # He et al. 2016, Table 6: ResNet-20 has 0.27M parameters; ~41M MACs per 32x32 image.
+    all_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert 0.26e6 < all_params < 0.28e6
+    assert 40e6 < cost_models.total_macs(layers) < 42e6
+    assert layers[-2].out_shape == (8, 8, 64)
+    model.eval()
+    assert model(jnp.zeros((2, 32, 32, 3))).shape == (2, 10)
+
+
+def test_sparse_conv_equals_dense_conv_with_masked_weights():
+    layer = SparseConv(8, 4, 3, name="c", strides=2, sparsity=NM(n=1, m=4), rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 8)), jnp.float32)
+    w = layer.kernel[...] * layer.mask()
+    expected = jax.lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert layer(x).shape == (2, 5, 5, 4)
+    # exactly one weight of every 4 input channels is used
+    assert float(layer.mask().mean()) == 0.25
+
+
+def test_gradient_reaches_pruned_weights_through_srste():
+    layer = SparseDense(8, 2, name="d", sparsity=NM(n=2, m=4, decay=0.0), rngs=nnx.Rngs(0))
+    x = jnp.ones((1, 8))
+    grads = nnx.grad(lambda l: l(x).sum())(layer)
+    g = np.asarray(grads["kernel"][...])
+    assert np.all(g == 1.0)  # straight through: pruned weights get the dense gradient too
+
+
+def test_sparse_layers_lists_every_layer_with_its_method():
+    cfg = config.load("configs/quickstart.yaml")
+    model = build_model(cfg, (8, 8, 1), 10)
+    methods = {layer.layer_name: layer.sparsity.method for _, layer in sparse_layers(model)}
+    assert methods == {"conv1": "dense", "conv2": "nm", "conv3": "nm", "head": "dense"}
+
+
+def test_grouped_conv_description():
+    layer = SparseConv(8, 8, 3, name="dw", groups=8, rngs=nnx.Rngs(0))
+    assert layer.kernel.shape == (3, 3, 1, 8)
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        SparseConv(8, 8, 3, name="bad", groups=3, rngs=nnx.Rngs(0))
