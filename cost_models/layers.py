@@ -92,12 +92,64 @@ class Dense:
         return self.in_features * self.out_features
 
 
-Layer = Union[Conv2D, Dense]
-
-
 def total_macs(layers: Sequence[Layer]) -> int:
     return sum(layer.macs for layer in layers)
 
 
 def total_params(layers: Sequence[Layer]) -> int:
     return sum(layer.params for layer in layers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Max or average pooling over K_h x K_w windows, NHWC."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+    op: str = "max"
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.in_shape
+        return (_conv_out(h, self.kernel[0], self.stride[0], self.padding[0]),
+                _conv_out(w, self.kernel[1], self.stride[1], self.padding[1]), c)
+
+    params = 0
+    macs = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalPool:
+    """Global average pooling: (H, W, C) -> (1, 1, C)."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return (1, 1, self.in_shape[2])
+
+    params = 0
+    macs = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Elementwise:
+    """A stream-through layer on (H, W, C): an activation (op='relu', ...) or a residual 'add'."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    op: str = "relu"
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.in_shape
+
+    params = 0
+    macs = 0
+
+
+Layer = Union[Conv2D, Dense, Pool, GlobalPool, Elementwise]

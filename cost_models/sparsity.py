@@ -1,8 +1,15 @@
-"""Hardware sparsity patterns: plain data that the cost model and the exporter read.
+"""Hardware sparsity patterns, and how each changes the work an engine does.
 
-Each pattern is a frozen dataclass describing what the accelerator can exploit. cooptim's
-sparsity methods produce them (``method.pattern()``); the cost model turns them into work,
-storage and bandwidth.
+Each pattern is a frozen dataclass (plain data) that cooptim's sparsity methods produce and that
+the cost model and the exporter read. The cost model sorts them into four kinds of work:
+
+  DENSE         every MAC is done.
+  STRUCTURED    a fixed fraction `density` of the reduction is kept in a balanced pattern
+                (N:M, Kang's balanced groups, CSP cascades): work scales by the density exactly.
+  UNSTRUCTURED  weight and activation zeros anywhere (HASS): a window of K^2 products with j
+                non-zeros takes ceil(j / fine) cycles, so the cost is an expectation over windows.
+  DYNAMIC       per-input spatial x channel skipping (DPACS): work scales by the expected
+                fraction of active positions x channels, plus the gating heads' own work.
 """
 
 from __future__ import annotations
@@ -11,16 +18,29 @@ import dataclasses
 import math
 from typing import Literal, Union
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DENSE, STRUCTURED, UNSTRUCTURED, DYNAMIC = 0, 1, 2, 3
+
+
+def _index_bits(m: int) -> int:
+    return max(1, math.ceil(math.log2(m)))
+
 
 @dataclasses.dataclass(frozen=True)
 class DensePattern:
     """No sparsity: every weight is stored and every MAC is done."""
 
     kind: Literal["dense"] = "dense"
+    work_kind = DENSE
 
     @property
     def work_fraction(self) -> float:
         return 1.0
+
+    index_bits_per_value = 0
 
     def describe(self) -> str:
         return "dense"
@@ -38,6 +58,7 @@ class NMPattern:
     m: int
     axis: Literal["input", "output"] = "input"
     kind: Literal["nm"] = "nm"
+    work_kind = STRUCTURED
 
     def __post_init__(self):
         if not 1 <= self.n <= self.m:
@@ -51,10 +72,140 @@ class NMPattern:
     @property
     def index_bits(self) -> int:
         # Zhou et al. 2021 / NVIDIA 2:4 layout: one position index per kept value.
-        return max(1, math.ceil(math.log2(self.m)))
+        return _index_bits(self.m)
+
+    @property
+    def index_bits_per_value(self) -> int:
+        return self.index_bits
 
     def describe(self) -> str:
         return f"{self.n}:{self.m} along {self.axis}"
 
 
-Pattern = Union[DensePattern, NMPattern]
+@dataclasses.dataclass(frozen=True)
+class BalancedGroupPattern:
+    """Kang (TCSVT 2019): every group of `group` weights that meet the activations fetched together
+    keeps exactly `keep`; `group` is the engine's input parallelism."""
+
+    keep: int
+    group: int
+    kind: Literal["balanced_group"] = "balanced_group"
+    work_kind = STRUCTURED
+
+    def __post_init__(self):
+        if not 1 <= self.keep <= self.group:
+            raise ValueError(f"balanced groups need 1 <= keep <= group, got {self.keep}/{self.group}")
+
+    @property
+    def work_fraction(self) -> float:
+        # Kang 2019, Sec. III: each PE does `keep` MACs per fetch of `group` activations.
+        return self.keep / self.group
+
+    @property
+    def index_bits_per_value(self) -> int:
+        return _index_bits(self.group)
+
+    def describe(self) -> str:
+        return f"{self.keep}/{self.group} balanced groups"
+
+
+@dataclasses.dataclass(frozen=True)
+class CSPPattern:
+    """CSP (Hanson et al., ISCA 2022): each weight row keeps a prefix of its `chunks` output-channel
+    chunks; stored as kept values in order plus one length counter per row (no indices)."""
+
+    chunks: int
+    kind: Literal["csp"] = "csp"
+    work_kind = STRUCTURED
+    index_bits_per_value = 0
+
+    @property
+    def counter_bits(self) -> int:
+        return _index_bits(self.chunks + 1)
+
+    def describe(self) -> str:
+        return f"CSP cascade, {self.chunks} chunks"
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicPattern:
+    """DPACS (ASPLOS 2023): per-input spatial and channel-group masks predicted by gating heads.
+
+    `channel_group` channels share one mask bit; `precompute_channel_mask` means the mask is known
+    before the block's weights are fetched, so pruned groups' weights are never loaded.
+    """
+
+    spatial: bool = True
+    channel: bool = True
+    channel_group: int = 1
+    precompute_channel_mask: bool = True
+    kind: Literal["dynamic"] = "dynamic"
+    work_kind = DYNAMIC
+    index_bits_per_value = 0
+
+    def describe(self) -> str:
+        parts = [p for p, on in (("spatial", self.spatial), ("channel", self.channel)) if on]
+        return "dynamic " + " x ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class UnstructuredPattern:
+    """HASS (FPL 2024): unstructured weight and activation zeros, exploited by a sparse dot-product
+    unit that feeds only non-zero products to its `fine` multipliers; all-zero windows are skipped."""
+
+    skip_zero_windows: bool = True
+    kind: Literal["unstructured"] = "unstructured"
+    work_kind = UNSTRUCTURED
+    index_bits_per_value = 0
+
+    def describe(self) -> str:
+        return "unstructured (weights x activations)"
+
+
+Pattern = Union[DensePattern, NMPattern, BalancedGroupPattern, CSPPattern, DynamicPattern,
+                UnstructuredPattern]
+
+
+def binomial_pmf(n: int, p: jax.Array) -> jax.Array:
+    """P[X = j], j = 0..n, for X ~ Binomial(n, p); exact and differentiable in p.
+
+    Args:
+      n: number of trials (static int).
+      p: success probability, any shape; the result has shape p.shape + (n + 1,).
+    """
+    j = np.arange(n + 1)
+    log_comb = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
+    p = jnp.asarray(p)[..., None]
+    # p**j (1-p)**(n-j), written with where() so that p = 0 or 1 give exact values and finite grads.
+    pj = jnp.where(j == 0, 1.0, jnp.power(p, j))
+    qj = jnp.where(j == n, 1.0, jnp.power(1.0 - p, n - j))
+    return jnp.exp(log_comb) * pj * qj
+
+
+def soft_ceil(y: jax.Array, max_value: int, temperature: float | None) -> jax.Array:
+    """ceil(y) for 0 <= y <= max_value; with a temperature, a smooth version that tends to it.
+
+    ceil(y) = #{k >= 0 : k < y} = sum_k 1[y > k]; each step becomes a sigmoid of width
+    `temperature`, shifted by 1/100 so that exact integers y (j / fine) round as ceil does.
+    """
+    if temperature is None:
+        return jnp.ceil(y - 1e-6)
+    k = np.arange(max_value + 1)
+    return jax.nn.sigmoid((y[..., None] - k - 0.01) / temperature).sum(-1)
+
+
+def expected_window_cycles(window: int, density: jax.Array, fine: jax.Array,
+                           temperature: float | None = None, skip_zero_windows: bool = True) -> jax.Array:
+    """Expected cycles of a sparse dot-product unit with `fine` multipliers over one window.
+
+    HASS (FPL 2024), Sec. III: a window of `window` (= K^2) products with j non-zeros takes
+    ceil(j / fine) cycles; with non-zero probability `density` (weight x activation density) per
+    product, j ~ Binomial(window, density), so E = sum_j ceil(j / fine) * P[j]. Computed exactly,
+    not by sampling. A window with no non-zero costs 0 cycles if skipped, else 1.
+    """
+    pmf = binomial_pmf(window, density)
+    j = np.arange(window + 1)
+    cycles = soft_ceil(j / jnp.asarray(fine)[..., None], window, temperature)
+    if not skip_zero_windows:
+        cycles = cycles.at[..., 0].set(1.0)
+    return (pmf * cycles).sum(-1)

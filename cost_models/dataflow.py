@@ -1,0 +1,430 @@
+"""The layer-pipelined (fpgaConvNet-style) dataflow accelerator.
+
+Every layer gets its own engine; all engines run concurrently on consecutive parts of the stream,
+so the pipeline's interval is set by its slowest layer. An engine's folding is four factors
+(fpgaConvNet, Venieris & Bouganis, FCCM 2016 / TNNLS 2019):
+
+  coarse_in    input-channel streams (divides C_in / groups)
+  coarse_out   output-channel streams (divides C_out / groups)
+  coarse_group groups processed in parallel (divides groups)
+  fine         multipliers per dot product over the K_h x K_w window (divides K^2 for dense
+               engines; any 1..K^2 for HASS's sparse engine)
+
+Non-compute layers (pool, activation, add) use coarse_in as their single `coarse`.
+
+    net = Network.build(layers, patterns)
+    cost = evaluate(net, Folding.minimal(net), Density.from_patterns(net), get_device("zcu102"))
+
+`evaluate` is a pure JAX function: jit, grad and vmap work on folding and density. With
+`temperature=None` it is the discrete model (exact max and ceil); with a temperature it is the
+smooth relaxation (`relax.py`), which tends to the discrete model as the temperature goes to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cost_models import sparsity as sp
+from cost_models.devices import Device
+from cost_models.layers import Conv2D, Dense, Elementwise, GlobalPool, Layer, Pool
+from cost_models.relax import smooth_max
+
+CONV, DENSE_LAYER, POOL, GLOBAL_POOL, ELEMENTWISE = range(5)
+
+
+class CostModelError(ValueError):
+    """Inputs the cost model cannot evaluate; the message names the layer."""
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """Fixed-point widths of the datapath, in bits."""
+
+    data_bits: int = 16
+    weight_bits: int = 16
+    acc_bits: int = 32
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class ResourceParams:
+    """Named constants of the resource estimates that have no closed form.
+
+    LUT and FF: a linear model per engine (base + per multiplier + per 16-bit stream). The defaults
+    are order-of-magnitude figures, not fitted; fpgaConvNet fits per-module regressions to
+    synthesis results instead. BRAM18 aspect ratios (width -> depth) are Xilinx's (UG573).
+    """
+
+    lut_per_engine: float = 300.0
+    lut_per_multiplier: float = 40.0
+    lut_per_stream: float = 60.0
+    ff_per_engine: float = 400.0
+    ff_per_multiplier: float = 60.0
+    ff_per_stream: float = 80.0
+    lutram_bits: int = 1024  # arrays this small go to LUTRAM, not BRAM (fpgaConvNet's rule)
+    bram_configs: tuple = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class EnergyParams:
+    """Energy per operation, in picojoules, and static power, in watts.
+
+    Defaults are order-of-magnitude figures in the spirit of Horowitz (ISSCC 2014) for a 16-bit
+    datapath: a MAC ~1 pJ, an on-chip RAM word ~5 pJ, an off-chip bit ~20 pJ (about 1.3 nJ per 64
+    bits), plus the board's static power. Override them for a real board.
+    """
+
+    pj_per_mac: float = 1.0
+    pj_per_onchip_word: float = 5.0
+    pj_per_dram_bit: float = 20.0
+    static_watts: float = 5.0
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """Static description of a network for the cost model: layers, their patterns, precision."""
+
+    layers: tuple
+    patterns: tuple
+    precision: Precision = Precision()
+
+    @staticmethod
+    def build(layers: Sequence[Layer], patterns: Sequence[sp.Pattern] | None = None,
+              precision: Precision = Precision()) -> "Network":
+        layers = tuple(layers)
+        if not layers:
+            raise CostModelError("a network needs at least one layer")
+        patterns = tuple(patterns) if patterns is not None else tuple(sp.DensePattern() for _ in layers)
+        if len(patterns) != len(layers):
+            raise CostModelError(f"{len(patterns)} patterns for {len(layers)} layers")
+        names = [l.name for l in layers]
+        if len(set(names)) != len(names):
+            raise CostModelError(f"layer names must be unique: {names}")
+        return Network(layers, patterns, precision)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(l.name for l in self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+class Folding(NamedTuple):
+    """Per-layer folding factors, each shape (L,); ints for the discrete model, floats relaxed."""
+
+    coarse_in: jax.Array
+    coarse_out: jax.Array
+    coarse_group: jax.Array
+    fine: jax.Array
+
+    @staticmethod
+    def minimal(net: Network) -> "Folding":
+        ones = np.ones(len(net), np.int32)
+        return Folding(ones, ones, ones, ones)
+
+    @staticmethod
+    def maximal(net: Network) -> "Folding":
+        t = tables(net)
+        return Folding(*(t[k].astype(np.int32) for k in ("max_ci", "max_co", "max_cg", "max_fine")))
+
+    @staticmethod
+    def of(net: Network, **per_layer: dict) -> "Folding":
+        """Folding from {factor: {layer name: value}}; unnamed layers get 1."""
+        index = {n: i for i, n in enumerate(net.names)}
+        arrays = {k: np.ones(len(net), np.int32) for k in Folding._fields}
+        for factor, values in per_layer.items():
+            if factor not in arrays:
+                raise CostModelError(f"unknown folding factor {factor!r}; use {Folding._fields}")
+            for name, v in values.items():
+                if name not in index:
+                    raise CostModelError(f"no layer {name!r} in the network ({', '.join(net.names)})")
+                arrays[factor][index[name]] = v
+        return Folding(**arrays)
+
+
+class Density(NamedTuple):
+    """Per-layer densities in [0, 1], each shape (L,).
+
+    weight: fraction of weights kept (structured patterns: their work fraction; DPACS: the
+      expected fraction of active channels). activation: fraction of non-zero input activations
+      (HASS) or, for DPACS, of active spatial positions. Dense layers ignore both.
+    """
+
+    weight: jax.Array
+    activation: jax.Array
+
+    @staticmethod
+    def from_patterns(net: Network) -> "Density":
+        w = np.array([getattr(p, "work_fraction", 1.0) if p.work_kind == sp.STRUCTURED else 1.0
+                      for p in net.patterns], np.float32)
+        return Density(w, np.ones(len(net), np.float32))
+
+    @staticmethod
+    def dense(net: Network) -> "Density":
+        ones = np.ones(len(net), np.float32)
+        return Density(ones, ones)
+
+
+class Cost(NamedTuple):
+    """The cost of one network on one device. Per-layer fields have shape (L,)."""
+
+    layer_cycles: jax.Array  # cycles per image of each engine
+    interval: jax.Array  # cycles per image of the pipeline (the bottleneck, incl. off-chip I/O)
+    throughput: jax.Array  # images per second
+    latency: jax.Array  # seconds for one image, pipeline fill included
+    layer_dsp: jax.Array
+    layer_bram18: jax.Array
+    dsp: jax.Array
+    bram18: jax.Array
+    lut: jax.Array
+    ff: jax.Array
+    bandwidth_gbps: jax.Array  # off-chip traffic at the modelled throughput
+    energy_j: jax.Array  # joules per image
+    effective_macs: jax.Array  # expected MACs per image after sparsity
+    utilisation: dict  # {'dsp','bram18','lut','ff','bandwidth'}: used / available
+
+
+@functools.lru_cache(maxsize=256)
+def tables(net: Network) -> dict[str, np.ndarray]:
+    """Static per-layer quantities as float64 NumPy arrays (computed once per network)."""
+    rows = []
+    for layer in net.layers:
+        r = dict(kind=ELEMENTWISE, c_in=1, c_out=1, groups=1, kh=1, kw=1, ho_wo=1, positions=1, in_words=1,
+                 in_pad_words=1, out_words=1, wp=1, macs=0, params=0)
+        if isinstance(layer, Conv2D):
+            (h, w, c), (ho, wo, f) = layer.in_shape, layer.out_shape
+            (pt, pb), (pl, pr) = layer.padding
+            (sh, sw), (kh, kw) = layer.stride, layer.kernel
+            # fpgaConvNet: the sliding window walks the rows/cols the windows touch,
+            # (Ho-1)*S + K, and yields one window per S_h x S_w input positions.
+            touched = ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw) / (sh * sw)
+            r.update(kind=CONV, c_in=c, c_out=f, groups=layer.groups, kh=kh,
+                     kw=kw, ho_wo=ho * wo, positions=max(touched, ho * wo), in_words=h * w * c,
+                     in_pad_words=(h + pt + pb) * (w + pl + pr) * c, out_words=ho * wo * f,
+                     wp=w + pl + pr, macs=layer.macs, params=layer.params)
+        elif isinstance(layer, Dense):
+            r.update(kind=DENSE_LAYER, c_in=layer.in_features, c_out=layer.out_features,
+                     in_words=layer.in_features, in_pad_words=layer.in_features,
+                     out_words=layer.out_features, macs=layer.macs, params=layer.params)
+        elif isinstance(layer, Pool):
+            (h, w, c), (ho, wo, _) = layer.in_shape, layer.out_shape
+            (pt, pb), (pl, pr) = layer.padding
+            r.update(kind=POOL, c_in=c, c_out=c, kh=layer.kernel[0], kw=layer.kernel[1],
+                     ho_wo=ho * wo, in_words=h * w * c, in_pad_words=(h + pt + pb) * (w + pl + pr) * c,
+                     out_words=ho * wo * c, wp=w + pl + pr)
+        elif isinstance(layer, (GlobalPool, Elementwise)):
+            h, w, c = layer.in_shape
+            ho, wo, _ = layer.out_shape
+            r.update(kind=GLOBAL_POOL if isinstance(layer, GlobalPool) else ELEMENTWISE, c_in=c,
+                     c_out=c, in_words=h * w * c, in_pad_words=h * w * c, out_words=ho * wo * c)
+        else:
+            raise CostModelError(f"layer {getattr(layer, 'name', layer)!r}: unsupported type {type(layer).__name__}")
+        rows.append(r)
+    t = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
+    t["kind"] = t["kind"].astype(np.int32)
+    t["k2"] = t["kh"] * t["kw"]
+    compute = (t["kind"] == CONV) | (t["kind"] == DENSE_LAYER)
+    t["max_ci"] = np.where(t["kind"] == CONV, t["c_in"] / t["groups"], t["c_in"])
+    t["max_co"] = np.where(compute, np.where(t["kind"] == CONV, t["c_out"] / t["groups"], t["c_out"]), 1)
+    t["max_cg"] = t["groups"]
+    t["max_fine"] = np.where(t["kind"] == CONV, t["k2"], 1)
+    t["work_kind"] = np.array([p.work_kind if c else sp.DENSE for p, c in zip(net.patterns, compute)], np.int32)
+    t["index_bits"] = np.array([p.index_bits_per_value for p in net.patterns], np.float64)
+    t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
+    # Pipeline fill: the fraction of its input a layer must receive before its first output.
+    window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
+                      ((t["kh"] - 1) * t["wp"] + t["kw"]) * t["c_in"] / np.maximum(t["in_pad_words"], 1), 0.0)
+    t["fill"] = np.where((t["kind"] == DENSE_LAYER) | (t["kind"] == GLOBAL_POOL), 1.0, window)
+    # Binomial coefficients for every layer's window size (HASS), padded to the largest window.
+    kmax = int(t["k2"].max())
+    j = np.arange(kmax + 1)
+    log_comb = np.full((len(rows), kmax + 1), -np.inf)
+    for i, n in enumerate(t["k2"].astype(int)):
+        log_comb[i, : n + 1] = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)]
+    t["log_comb"], t["j"] = log_comb, j.astype(np.float64)
+    return t
+
+
+def _dsp_per_multiplier(p: Precision) -> float:
+    # fpgaConvNet (chisel backend): ceil(dw/18) * ceil(ww/27) DSP48 per multiplier, and two
+    # multiplications packed per DSP when both operands are <= 8 bits.
+    dsp = math.ceil(p.data_bits / 18) * math.ceil(p.weight_bits / 27)
+    return dsp * (0.5 if p.data_bits <= 8 and p.weight_bits <= 8 else 1.0)
+
+
+def _bram18(width, depth, params: ResourceParams, temperature):
+    """BRAM18 blocks for a (width bits x depth words) array: the best aspect ratio (UG573);
+    arrays of at most `lutram_bits` bits go to LUTRAM (fpgaConvNet's rule)."""
+    width, depth = jnp.maximum(width, 1e-9), jnp.maximum(depth, 1e-9)
+    blocks = []
+    for w_cfg, d_cfg in params.bram_configs:
+        bw, bd = width / w_cfg, depth / d_cfg
+        if temperature is None:
+            blocks.append(jnp.ceil(bw - 1e-9) * jnp.ceil(bd - 1e-9))
+        else:  # smooth ceil without a bounded range: x + (1 - frac) is replaced by a softplus floor of 1
+            blocks.append(jax.nn.softplus((bw - 1) / temperature) * temperature + 1
+                          if False else jnp.maximum(bw, 1.0) * jnp.maximum(bd, 1.0))
+    best = jnp.min(jnp.stack(blocks), axis=0)
+    return jnp.where(width * depth <= params.lutram_bits, 0.0, best)
+
+
+def evaluate(net: Network, folding: Folding, density: Density, device: Device, *,
+             temperature: float | None = None, resources: ResourceParams = ResourceParams(),
+             energy: EnergyParams = EnergyParams()) -> Cost:
+    """The cost of `net` with `folding` and `density` on `device`.
+
+    Args:
+      net: static network description.
+      folding: per-layer factors, shape (L,) each.
+      density: per-layer weight and activation densities in [0, 1], shape (L,) each.
+      device: the FPGA; its clock sets cycles -> seconds.
+      temperature: None for the discrete model; > 0 for the smooth relaxation.
+    Returns:
+      a `Cost` pytree (see its fields).
+    Raises:
+      CostModelError naming the layer, for concrete (non-traced) inputs that are out of range.
+    """
+    check(net, folding, density, discrete=temperature is None)
+    t = tables(net)
+    ci, co, cg, fine = (jnp.asarray(x, jnp.float32) for x in folding)
+    d_w = jnp.asarray(density.weight, jnp.float32)
+    d_a = jnp.asarray(density.activation, jnp.float32)
+    kind, work = t["kind"], t["work_kind"]
+    is_conv, is_dense = kind == CONV, kind == DENSE_LAYER
+    pr = net.precision
+
+    # --- cycles per image of each engine (fpgaConvNet's module rates; HASS for sparse windows)
+    groups = t["groups"]
+    # fpgaConvNet: dot products per stream = positions * (C/g)/ci * (F/g)/co * g/cg, where
+    # positions = max(windows the sliding window yields, Ho*Wo) (see `tables`).
+    dot_products = t["positions"] * (t["c_in"] / groups) / ci * (t["c_out"] / groups) / co * groups / cg
+    # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact.
+    p = jnp.clip(d_w * d_a, 0.0, 1.0)[:, None]
+    jj = t["j"][None, :]
+    n = t["k2"][:, None]
+    pmf = jnp.exp(t["log_comb"]) * jnp.where(jj == 0, 1.0, p ** jj) * \
+        jnp.where(jj >= n, 1.0, (1.0 - p) ** jnp.maximum(n - jj, 0.0))
+    window_cycles = sp.soft_ceil(jj / fine[:, None], int(t["k2"].max()), temperature)
+    window_cycles = jnp.where((jj == 0) & ~t["skip_zero"][:, None], 1.0, window_cycles)
+    sparse_window = (pmf * window_cycles).sum(-1)
+    # Structured (N:M, Kang, CSP): the reduction shrinks by the density (SAT, Kang, CSP);
+    # DPACS: active positions x active channels.
+    factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
+    dense_window = t["k2"] / fine * factor
+    conv_compute = dot_products * jnp.where(work == sp.UNSTRUCTURED, sparse_window, dense_window)
+    dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
+    compute = jnp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)
+    # Data-movement bounds: the sliding window reads the padded input, one word per stream per
+    # cycle; the output is written one word per stream per cycle (fpgaConvNet).
+    streams_in = jnp.where(is_conv, ci * cg, ci)
+    streams_out = jnp.select([is_conv, is_dense], [co * cg, co], ci)
+    in_bound = t["in_pad_words"] / streams_in
+    out_bound = t["out_words"] / streams_out
+    layer_cycles = smooth_max(jnp.stack([compute, in_bound, out_bound]), temperature, axis=0)
+
+    # --- pipeline: interval = slowest stage, including the off-chip input/output stream
+    clock_hz = device.clock_mhz * 1e6
+    io_bits = (t["in_words"][0] + t["out_words"][-1]) * pr.data_bits
+    io_cycles = jnp.asarray(io_bits * clock_hz / (device.bandwidth_gbps * 1e9), jnp.float32)
+    interval = smooth_max(jnp.concatenate([layer_cycles, io_cycles[None]]), temperature)
+    throughput = clock_hz / interval
+    latency = interval * (1.0 + t["fill"].sum()) / clock_hz
+
+    # --- resources
+    multipliers = jnp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
+    # fpgaConvNet (hls): the dot-product multipliers plus one accumulator per output stream.
+    accumulators = jnp.select([is_conv, is_dense], [co * cg, co], 0.0)
+    layer_dsp = multipliers * _dsp_per_multiplier(pr) + accumulators
+    stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)  # structured patterns store kept values only
+    weight_bits = pr.weight_bits + t["index_bits"]
+    banks = jnp.maximum(multipliers, 1.0)
+    weight_bram = _bram18(banks * weight_bits, t["params"] * stored / banks, resources, temperature)
+    weight_bram = jnp.where(t["params"] > 0, weight_bram, 0.0)
+    has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
+    line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
+                        t["c_in"] / streams_in * t["wp"], resources, temperature)
+    layer_bram = weight_bram + jnp.where(has_window, line_bram, 0.0)
+    streams16 = (streams_in + streams_out) * pr.data_bits / 16
+    lut = (resources.lut_per_engine + resources.lut_per_multiplier * multipliers
+           + resources.lut_per_stream * streams16).sum()
+    ff = (resources.ff_per_engine + resources.ff_per_multiplier * multipliers
+          + resources.ff_per_stream * streams16).sum()
+
+    # --- off-chip traffic and energy
+    bandwidth_gbps = io_bits * throughput / 1e9
+    macs_factor = jnp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
+                             [d_w, d_w * d_a, d_w * d_a], 1.0)
+    effective_macs = (t["macs"] * macs_factor).sum()
+    dynamic_pj = (effective_macs * (energy.pj_per_mac + energy.pj_per_onchip_word)
+                  + (t["in_words"] + t["out_words"]).sum() * energy.pj_per_onchip_word
+                  + io_bits * energy.pj_per_dram_bit)
+    energy_j = dynamic_pj * 1e-12 + energy.static_watts / throughput
+
+    dsp, bram = layer_dsp.sum(), layer_bram.sum()
+    utilisation = {
+        "dsp": dsp / device.dsp,
+        "bram18": bram / device.bram18,
+        "lut": lut / device.lut,
+        "ff": ff / device.ff,
+        "bandwidth": bandwidth_gbps / device.bandwidth_gbps,
+    }
+    return Cost(layer_cycles, interval, throughput, latency, layer_dsp, layer_bram, dsp, bram, lut,
+                ff, bandwidth_gbps, energy_j, effective_macs, utilisation)
+
+
+def _concrete(x) -> np.ndarray | None:
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def check(net: Network, folding: Folding, density: Density, *, discrete: bool = True) -> None:
+    """Raises CostModelError naming the layer for out-of-range concrete inputs (traced inputs
+    are not checked)."""
+    t = tables(net)
+    L = len(net)
+    for field, values in zip(Density._fields, density):
+        v = _concrete(values)
+        if v is None:
+            continue
+        if v.shape != (L,):
+            raise CostModelError(f"density.{field} has shape {v.shape}, expected ({L},) for {L} layers")
+        bad = np.flatnonzero(~((v >= 0) & (v <= 1)))
+        if bad.size:
+            i = bad[0]
+            raise CostModelError(f"layer {net.names[i]!r}: {field} density {v[i]} is outside [0, 1]")
+    limits = {"coarse_in": ("max_ci", "input channels (per group)"),
+              "coarse_out": ("max_co", "output channels (per group)"),
+              "coarse_group": ("max_cg", "groups"), "fine": ("max_fine", "kernel window (K^2)")}
+    for field, values in zip(Folding._fields, folding):
+        v = _concrete(values)
+        if v is None:
+            continue
+        if v.shape != (L,):
+            raise CostModelError(f"folding.{field} has shape {v.shape}, expected ({L},) for {L} layers")
+        limit_key, what = limits[field]
+        limit = t[limit_key]
+        for i in range(L):
+            value = float(v[i])
+            if not value >= 1 or value > limit[i] + 1e-6:
+                raise CostModelError(f"layer {net.names[i]!r}: {field}={value:g} is outside 1..{limit[i]:g} "
+                                     f"(its {what})")
+            if not discrete:
+                continue
+            if value != round(value):
+                raise CostModelError(f"layer {net.names[i]!r}: {field}={value:g} is not an integer")
+            sparse_fine = field == "fine" and t["work_kind"][i] == sp.UNSTRUCTURED
+            if not sparse_fine and round(limit[i]) % round(value):
+                raise CostModelError(f"layer {net.names[i]!r}: {field}={value:g} does not divide its "
+                                     f"{what} ({limit[i]:g})")

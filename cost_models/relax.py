@@ -1,0 +1,46 @@
+"""Smooth relaxations of the discrete cost model, each with an exact limit.
+
+- `smooth_max`: the pipeline bottleneck max_l x_l becomes a log-sum-exp in log space,
+  exp(T * logsumexp(log x / T)); it is >= max and tends to it as T -> 0 (it is scale-free: the
+  temperature is a relative tolerance, not in cycles).
+- `soft_ceil` (in `cost_models.sparsity`): ceil as a sum of sigmoid steps.
+- Continuous folding: folding factors are exp(theta) for a free theta, so gradient steps move
+  them multiplicatively, and `round_folding` snaps them to the nearest valid divisors.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cost_models.sparsity import soft_ceil
+
+__all__ = ["smooth_max", "soft_ceil", "folding_from_log", "log_of_folding", "nearest_divisor"]
+
+
+def smooth_max(x: jax.Array, temperature: float | None, axis: int = -1) -> jax.Array:
+    """max(x) along `axis` for positive x; with a temperature, the log-space log-sum-exp."""
+    if temperature is None:
+        return jnp.max(x, axis=axis)
+    logs = jnp.log(x) / temperature
+    return jnp.exp(temperature * jax.nn.logsumexp(logs, axis=axis))
+
+
+def folding_from_log(theta, lower, upper):
+    """Continuous folding exp(theta), clipped to [lower, upper] (per layer arrays)."""
+    return jnp.clip(jnp.exp(theta), lower, upper)
+
+
+def log_of_folding(folding):
+    return jax.tree.map(lambda f: jnp.log(jnp.asarray(f, jnp.float32)), folding)
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def nearest_divisor(value: float, n: int) -> int:
+    """The divisor of n nearest to `value` in log space (folding is multiplicative)."""
+    ds = np.array(divisors(n))
+    return int(ds[np.argmin(np.abs(np.log(ds) - np.log(max(value, 1e-9))))])
