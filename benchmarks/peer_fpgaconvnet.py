@@ -1,0 +1,92 @@
+"""Records fpgaConvNet's own predictions for many conv / inner-product layers and foldings.
+
+The peer is fpgaconvnet-model 0.1.4.2 (hls backend). It cannot be installed next to cooptim (it
+pins onnx 1.8 / onnxruntime 1.7), so it lives in its own virtual environment:
+
+    python3 -m venv /tmp/peer
+    /tmp/peer/bin/pip install --no-deps fpgaconvnet-model==0.1.4.2
+    /tmp/peer/bin/pip install torch==2.13.0 onnx pydot graphviz "protobuf<4" ddt scipy networkx pyyaml matplotlib
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /tmp/peer/bin/python benchmarks/peer_fpgaconvnet.py \
+        tests/fixtures/fpgaconvnet_peer.json
+
+The script needs only the peer (no cooptim, no JAX): it writes a JSON list of
+{layer, folding, peer: {cycles, LUT, FF, BRAM, DSP}} that tests/test_cost_peer.py compares against.
+"""
+
+import json
+import random
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore")
+
+# (name, H, W, C_in, C_out, K, stride, pad, groups): layers of ResNet-18, MobileNetV2 and VGG-16
+# at ImageNet resolution (a representative subset; repeated shapes appear once).
+CONVS = [
+    ("resnet18.conv1", 224, 224, 3, 64, 7, 2, 3, 1),
+    ("resnet18.layer1.conv", 56, 56, 64, 64, 3, 1, 1, 1),
+    ("resnet18.layer2.0.conv1", 56, 56, 64, 128, 3, 2, 1, 1),
+    ("resnet18.layer2.0.downsample", 56, 56, 64, 128, 1, 2, 0, 1),
+    ("resnet18.layer2.conv", 28, 28, 128, 128, 3, 1, 1, 1),
+    ("resnet18.layer3.0.conv1", 28, 28, 128, 256, 3, 2, 1, 1),
+    ("resnet18.layer3.conv", 14, 14, 256, 256, 3, 1, 1, 1),
+    ("resnet18.layer4.0.conv1", 14, 14, 256, 512, 3, 2, 1, 1),
+    ("resnet18.layer4.conv", 7, 7, 512, 512, 3, 1, 1, 1),
+    ("mobilenetv2.conv1", 224, 224, 3, 32, 3, 2, 1, 1),
+    ("mobilenetv2.block1.expand", 112, 112, 16, 96, 1, 1, 0, 1),
+    ("mobilenetv2.block2.project", 56, 56, 144, 24, 1, 1, 0, 1),
+    ("mobilenetv2.block3.expand", 28, 28, 32, 192, 1, 1, 0, 1),
+    ("mobilenetv2.block5.expand", 14, 14, 96, 576, 1, 1, 0, 1),
+    ("mobilenetv2.block6.project", 7, 7, 960, 160, 1, 1, 0, 1),
+    ("mobilenetv2.last", 7, 7, 320, 1280, 1, 1, 0, 1),
+    ("vgg16.conv1_2", 224, 224, 64, 64, 3, 1, 1, 1),
+    ("vgg16.conv2_1", 112, 112, 64, 128, 3, 1, 1, 1),
+    ("vgg16.conv3_2", 56, 56, 256, 256, 3, 1, 1, 1),
+    ("vgg16.conv4_2", 28, 28, 512, 512, 3, 1, 1, 1),
+    ("vgg16.conv5_1", 14, 14, 512, 512, 3, 1, 1, 1),
+]
+DENSES = [("resnet18.fc", 512, 1000), ("mobilenetv2.fc", 1280, 1000), ("vgg16.fc7", 4096, 4096)]
+
+
+def factors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def main(out_path, per_layer=12, seed=0):
+    from fpgaconvnet.models.layers.hls.ConvolutionLayer import ConvolutionLayer
+    from fpgaconvnet.models.layers import InnerProductLayer
+
+    rng = random.Random(seed)
+    records, t_peer = [], 0.0
+    for name, h, w, c, f, k, s, p, g in CONVS:
+        options = [(ci, co, fi) for ci in factors(c // g) for co in factors(f // g) for fi in factors(k * k)]
+        for ci, co, fi in [(1, 1, 1)] + rng.sample(options, min(per_layer - 1, len(options))):
+            t0 = time.perf_counter()
+            layer = ConvolutionLayer(filters=f, rows=h, cols=w, channels=c, coarse_in=ci, coarse_out=co,
+                                     kernel_size=k, stride=s, pad=p, groups=g, fine=fi)
+            peer = {"cycles": layer.latency(), **layer.resource()}
+            t_peer += time.perf_counter() - t0
+            records.append({"layer": {"type": "conv", "name": name, "in_shape": [h, w, c], "out_channels": f,
+                                      "kernel": k, "stride": s, "padding": p, "groups": g},
+                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": 1, "fine": fi},
+                            "peer": peer})
+    for name, cin, cout in DENSES:
+        options = [(ci, co) for ci in factors(cin) for co in factors(cout)]
+        for ci, co in [(1, 1)] + rng.sample(options, per_layer - 1):
+            t0 = time.perf_counter()
+            layer = InnerProductLayer(filters=cout, rows=1, cols=1, channels=cin, coarse_in=ci, coarse_out=co)
+            peer = {"cycles": layer.latency(), **layer.resource()}
+            t_peer += time.perf_counter() - t0
+            records.append({"layer": {"type": "dense", "name": name, "in_features": cin, "out_features": cout},
+                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": 1, "fine": 1},
+                            "peer": peer})
+    meta = {"peer": "fpgaconvnet-model 0.1.4.2 (hls backend), 16-bit data/weights",
+            "seconds_per_layer_evaluation": t_peer / len(records), "records": len(records)}
+    with open(out_path, "w") as fh:
+        json.dump({"meta": meta, "records": records}, fh, indent=1)
+    print(f"wrote {len(records)} records to {out_path}; peer: {1e3 * meta['seconds_per_layer_evaluation']:.2f} ms per layer")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fpgaconvnet_peer.json")

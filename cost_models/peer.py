@@ -1,0 +1,40 @@
+"""Compare the dataflow model with fpgaConvNet's own predictions (see benchmarks/peer_fpgaconvnet.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cost_models import dataflow, devices
+from cost_models.layers import Conv2D, Dense
+
+
+def layer_from_record(spec: dict):
+    """A layer description from a peer-fixture record, with fpgaConvNet's padding convention."""
+    if spec["type"] == "dense":
+        return Dense(spec["name"], spec["in_features"], spec["out_features"])
+    k, s, p = spec["kernel"], spec["stride"], spec["padding"]
+    return Conv2D(spec["name"], tuple(spec["in_shape"]), spec["out_channels"], (k, k), (s, s),
+                  ((p, p), (p, p)), spec["groups"])
+
+
+def compare(fixture: str | Path) -> dict[str, np.ndarray]:
+    """Our and the peer's cycles/DSP/BRAM/LUT/FF for every record: {metric: (ours, peer) arrays}."""
+    records = json.loads(Path(fixture).read_text())["records"]
+    device = devices.get_device("u250")
+    out = {m: ([], []) for m in ("cycles", "DSP", "BRAM", "LUT", "FF")}
+    for rec in records:
+        net = dataflow.Network.build([layer_from_record(rec["layer"])])
+        folding = dataflow.Folding(*(np.array([rec["folding"][k]]) for k in dataflow.Folding._fields))
+        cost = dataflow.evaluate(net, folding, dataflow.Density.dense(net), device)
+        ours = {"cycles": cost.layer_cycles[0], "DSP": cost.dsp, "BRAM": cost.bram18, "LUT": cost.lut, "FF": cost.ff}
+        for m in out:
+            out[m][0].append(float(ours[m]))
+            out[m][1].append(float(rec["peer"][m]))
+    return {m: (np.array(a), np.array(b)) for m, (a, b) in out.items()}
+
+
+def relative_errors(ours: np.ndarray, peer: np.ndarray) -> np.ndarray:
+    return np.abs(ours - peer) / np.maximum(np.abs(peer), 1.0)

@@ -1,0 +1,189 @@
+"""The dataflow cost model: hand-computed cases, sparsity, differentiability, relaxation, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from cost_models import dataflow as df
+from cost_models import devices, sparsity as sp
+from cost_models.layers import Conv2D, Dense, Elementwise, Pool
+
+U250 = devices.get_device("u250")
+
+
+def one_conv(**kw):
+    conv = Conv2D("conv", (56, 56, 64), 64, **kw)
+    return df.Network.build([conv])
+
+
+def test_conv_cycles_and_dsp_by_hand():
+    """64 -> 64 channels, 56x56, 3x3, stride 1, pad 1; coarse_in = coarse_out = 4, fine = 9.
+
+    The sliding window walks (56 - 1) * 1 + 3 = 58 rows and 58 cols, one window per position, so
+    58 * 58 = 3,364 windows >= 56 * 56 outputs. Each window needs (64/4) * (64/4) * (9/9) = 256
+    cycles per stream: 3,364 * 256 = 861,184 cycles (fpgaconvnet-model reports the same).
+    DSP: 4 * 4 * 9 = 144 multipliers of 16 x 16 bits (one DSP48 each) + 4 accumulators = 148.
+    """
+    net = one_conv()
+    folding = df.Folding.of(net, coarse_in={"conv": 4}, coarse_out={"conv": 4}, fine={"conv": 9})
+    cost = df.evaluate(net, folding, df.Density.dense(net), U250)
+    assert float(cost.layer_cycles[0]) == 861_184
+    assert float(cost.dsp) == 148
+    assert float(cost.interval) == 861_184
+    assert float(cost.throughput) == pytest.approx(250e6 / 861_184)
+
+
+def test_stride_two_conv_by_hand():
+    """64 -> 128, 56x56, 3x3, stride 2: the windows touch (28-1)*2 + 3 = 57 rows and cols, one
+    window per 2 x 2 positions: 57*57/4 = 812.25 windows x (64/4)*(128/4) = 512 -> 415,872."""
+    net = df.Network.build([Conv2D("c", (56, 56, 64), 128, stride=(2, 2))])
+    folding = df.Folding.of(net, coarse_in={"c": 4}, coarse_out={"c": 4}, fine={"c": 9})
+    assert float(df.evaluate(net, folding, df.Density.dense(net), U250).layer_cycles[0]) == 415_872
+
+
+def test_pipeline_throughput_is_set_by_its_slowest_layer():
+    layers = [Conv2D("a", (16, 16, 8), 16), Conv2D("b", (16, 16, 16), 16), Dense("fc", 64, 10)]
+    net = df.Network.build(layers)
+    folding = df.Folding.of(net, coarse_in={"a": 8, "b": 2}, coarse_out={"a": 16, "b": 2}, fine={"a": 9})
+    cost = df.evaluate(net, folding, df.Density.dense(net), U250)
+    cycles = np.asarray(cost.layer_cycles)
+    # a: 18*18 * 1 * 1 * 1 = 324; b: 18*18 * 8 * 8 * 9 = 186,624; fc: 64 * 10 = 640
+    np.testing.assert_allclose(cycles, [324, 186_624, 640])
+    assert float(cost.interval) == cycles.max()
+    assert float(cost.throughput) == pytest.approx(U250.clock_mhz * 1e6 / 186_624)
+    assert float(cost.latency) > 1 / float(cost.throughput)  # pipeline fill on top of the interval
+
+
+def test_two_four_halves_a_layers_cycles_and_its_weight_storage():
+    dense_net = one_conv()
+    nm_net = df.Network.build(dense_net.layers, [sp.NMPattern(2, 4)])
+    folding = df.Folding.of(dense_net, coarse_in={"conv": 2}, coarse_out={"conv": 2}, fine={"conv": 3})
+    dense = df.evaluate(dense_net, folding, df.Density.from_patterns(dense_net), U250)
+    nm = df.evaluate(nm_net, folding, df.Density.from_patterns(nm_net), U250)
+    assert float(nm.layer_cycles[0]) == float(dense.layer_cycles[0]) / 2
+    assert float(nm.effective_macs) == float(dense.effective_macs) / 2
+    assert float(nm.layer_bram18[0]) < float(dense.layer_bram18[0])  # half the values + 2-bit indices
+
+
+def test_binomial_window_expectation_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    for window, p, fine in [(9, 0.3, 2), (9, 0.7, 4), (25, 0.5, 3), (1, 0.4, 1)]:
+        exact = float(sp.expected_window_cycles(window, p, fine))
+        samples = np.ceil(rng.binomial(window, p, size=400_000) / fine).mean()
+        assert exact == pytest.approx(samples, abs=0.01), (window, p, fine)
+
+
+def test_unstructured_layer_uses_the_expected_window_cycles():
+    net = df.Network.build(one_conv().layers, [sp.UnstructuredPattern()])
+    folding = df.Folding.of(net, fine={"conv": 4})  # a sparse engine may use fine = 4 (not | 9)
+    dense_d = df.Density.dense(net)
+    half = df.Density(np.array([0.5], np.float32), np.array([0.6], np.float32))
+    c_dense = float(df.evaluate(net, folding, dense_d, U250).layer_cycles[0])
+    c_half = float(df.evaluate(net, folding, half, U250).layer_cycles[0])
+    assert c_dense == 58 * 58 * 64 * 64 * np.ceil(9 / 4)  # every window full: 3 cycles
+    expected = 58 * 58 * 64 * 64 * float(sp.expected_window_cycles(9, 0.3, 4))
+    assert c_half == pytest.approx(expected, rel=1e-5)
+
+
+def test_dense_model_agrees_with_the_unstructured_model_at_density_one():
+    net_d = one_conv()
+    net_u = df.Network.build(net_d.layers, [sp.UnstructuredPattern()])
+    folding = df.Folding.of(net_d, coarse_in={"conv": 2}, fine={"conv": 3})
+    a = df.evaluate(net_d, folding, df.Density.dense(net_d), U250).layer_cycles
+    b = df.evaluate(net_u, folding, df.Density.dense(net_u), U250).layer_cycles
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def small_net():
+    layers = [Conv2D("c1", (16, 16, 8), 16), Elementwise("r1", (16, 16, 16)),
+              Pool("p1", (16, 16, 16)), Conv2D("c2", (8, 8, 16), 32), Dense("fc", 8 * 8 * 32, 10)]
+    patterns = [sp.DensePattern(), sp.DensePattern(), sp.DensePattern(), sp.UnstructuredPattern(),
+                sp.NMPattern(2, 4)]
+    return df.Network.build(layers, patterns)
+
+
+def test_jit_grad_vmap_on_density_and_folding():
+    net = small_net()
+    density = df.Density(jnp.array([0.9, 0.9, 0.9, 0.5, 0.5]), jnp.array([0.9, 0.9, 0.9, 0.7, 0.9]))  # interior: finite differences step both ways
+    folding = df.Folding(*(jnp.array(v, jnp.float32) for v in ([2, 4, 4, 2, 8], [2, 1, 1, 4, 2], [1] * 5, [3, 1, 1, 3, 1])))
+
+    def log_interval(d_w, d_a, theta):
+        f = df.Folding(*(jnp.exp(x) for x in theta))
+        return jnp.log(df.evaluate(net, f, df.Density(d_w, d_a), U250, temperature=0.1).interval)
+
+    theta = tuple(jnp.log(x) for x in folding)
+    jitted = jax.jit(log_interval)
+    assert np.isfinite(float(jitted(density.weight, density.activation, theta)))
+    grads = jax.grad(log_interval, argnums=(0, 1, 2))(density.weight, density.activation, theta)
+    assert float(grads[0][3]) > 0  # more weight density in the sparse layer -> more cycles
+    assert float(grads[2][0][1]) <= 0  # more streams never slow a layer down
+    check_grads(lambda dw: log_interval(dw, density.activation, theta), (density.weight,), order=1,
+                modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+    compute = jnp.array([0, 3, 4])  # the conv / dense layers, whose coarse_in is inside its range
+
+    def by_coarse_in(log_ci):
+        return log_interval(density.weight, density.activation,
+                            (theta[0].at[compute].set(log_ci),) + theta[1:])
+
+    check_grads(by_coarse_in, (theta[0][compute],), order=1, modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+    batch = jax.vmap(lambda dw: df.evaluate(net, folding, df.Density(dw, density.activation), U250,
+                                            temperature=0.1).throughput)
+    out = batch(jnp.linspace(0.1, 1.0, 7)[:, None] * jnp.ones(5))
+    assert out.shape == (7,) and bool(jnp.all(jnp.diff(out) <= 1e-3))
+
+
+def test_relaxed_model_tends_to_the_discrete_one():
+    net = small_net()
+    density = df.Density(np.array([1, 1, 1, 0.4, 0.5], np.float32), np.array([1, 1, 1, 0.6, 1], np.float32))
+    folding = df.Folding(*(np.array(v) for v in ([2, 4, 4, 2, 8], [2, 1, 1, 4, 2], [1] * 5, [3, 1, 1, 4, 1])))
+    exact = df.evaluate(net, folding, density, U250)
+    errors = []
+    for temperature in (0.3, 0.1, 0.03, 0.01, 0.003):
+        relaxed = df.evaluate(net, folding, density, U250, temperature=temperature)
+        errors.append(abs(float(relaxed.interval) / float(exact.interval) - 1))
+    # monotone down to float32 rounding, and within 1% at the end
+    assert all(b <= a + 1e-5 for a, b in zip(errors, errors[1:])) and errors[-1] < 0.01
+    relaxed = df.evaluate(net, folding, density, U250, temperature=1e-3)
+    np.testing.assert_allclose(relaxed.layer_cycles, exact.layer_cycles, rtol=0.01)
+
+
+def test_errors_name_the_layer():
+    net = small_net()
+    good_f, good_d = df.Folding.minimal(net), df.Density.dense(net)
+    bad_density = df.Density(np.array([1, 1, 1, 1.5, 1], np.float32), good_d.activation)
+    with pytest.raises(df.CostModelError, match="layer 'c2': weight density 1.5 is outside"):
+        df.evaluate(net, good_f, bad_density, U250)
+    bad_fold = df.Folding(np.array([3, 1, 1, 1, 1]), *good_f[1:])
+    with pytest.raises(df.CostModelError, match="layer 'c1': coarse_in=3 does not divide its input channels"):
+        df.evaluate(net, bad_fold, good_d, U250)
+    too_big = df.Folding(np.array([1, 1, 1, 1, 1]), np.array([1, 1, 1, 64, 1]), *good_f[2:])
+    with pytest.raises(df.CostModelError, match="layer 'c2': coarse_out=64 is outside 1..32"):
+        df.evaluate(net, too_big, good_d, U250)
+    dense_fine = df.Folding(*good_f[:3], np.array([2, 1, 1, 1, 1]))
+    with pytest.raises(df.CostModelError, match="layer 'c1': fine=2 does not divide its kernel window"):
+        df.evaluate(net, dense_fine, good_d, U250)
+    sparse_fine = df.Folding(*good_f[:3], np.array([1, 1, 1, 2, 1]))  # HASS engines: any 1..K^2
+    df.evaluate(net, sparse_fine, good_d, U250)
+
+
+def test_devices():
+    zcu = devices.get_device("zcu102")
+    assert (zcu.dsp, zcu.bram18, zcu.clock_mhz) == (2520, 1824, 200)
+    assert {"u250", "zcu102", "vcu1525", "vu440", "zc706"} <= set(devices.DEVICES)
+    with pytest.raises(devices.DeviceError, match="unknown device 'zcu999'; known devices: "):
+        devices.get_device("zcu999")
+
+
+def test_user_devices_from_yaml(tmp_path):
+    path = tmp_path / "boards.yaml"
+    path.write_text("myboard: {dsp: 100, bram18: 200, lut: 1000, ff: 2000, clock_mhz: 150, bandwidth_gbps: 10}\n")
+    board = devices.load_devices(path)["myboard"]
+    assert board.dsp == 100 and devices.get_device("myboard", devices.load_devices(path)) == board
+    path.write_text("bad: {dsp: 100, bram18: 200, lut: 1000, ff: 2000, clock_mhz: 150, bandwidth_gbps: 10, lutz: 1}\n")
+    with pytest.raises(devices.DeviceError, match=r"boards.yaml: device 'bad': unknown key\(s\) lutz"):
+        devices.load_devices(path)
+    path.write_text("bad: {dsp: -1, bram18: 200, lut: 1000, ff: 2000, clock_mhz: 150, bandwidth_gbps: 10}\n")
+    with pytest.raises(devices.DeviceError, match="device 'bad': dsp must be a number >= 0"):
+        devices.load_devices(path)
