@@ -1,0 +1,113 @@
+"""The time-multiplexed single-engine accelerator (an "overlay"): one PE array runs every layer in turn.
+
+The style of DPACS's, SAT's and Kang's accelerators. The engine multiplies `pe_in` input channels by
+`pe_out` output channels per cycle; a layer's time is the larger of its compute and its off-chip
+memory traffic (roofline, Williams et al. CACM 2009), and the network's time is the sum over layers.
+
+Sparsity:
+  structured (N:M, Kang, CSP): compute and weight traffic scale by the density (SAT, Kang: the
+    engine keeps every PE busy because every group keeps the same count).
+  dynamic (DPACS): compute scales by active positions x active channels; input traffic by active
+    positions; weight traffic by active channels only if the channel mask is computed before the
+    weights are fetched (DPACS's channel-mask precomputation), else all weights are loaded; the
+    gating heads add their own work (a 1x1 conv to one logit per pixel, and a C x C/g linear layer).
+  unstructured (HASS-style) on an overlay: compute by weight x activation density.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cost_models import dataflow as df
+from cost_models import sparsity as sp
+from cost_models.devices import Device
+from cost_models.relax import smooth_max
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """The PE array: pe_in x pe_out multipliers; on-chip buffers hold one layer's tile at a time."""
+
+    pe_in: int = 16
+    pe_out: int = 16
+
+
+class OverlayCost(NamedTuple):
+    layer_cycles: jax.Array  # (L,)
+    compute_cycles: jax.Array  # (L,)
+    memory_cycles: jax.Array  # (L,)
+    cycles: jax.Array  # per image
+    throughput: jax.Array  # images / s
+    latency: jax.Array  # s
+    dsp: jax.Array
+    dram_bits: jax.Array  # off-chip bits per image
+    energy_j: jax.Array
+    effective_macs: jax.Array
+
+
+def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Device, *,
+             temperature: float | None = None,
+             energy: df.EnergyParams = df.EnergyParams()) -> OverlayCost:
+    """Roofline cost of `net` on one `engine`; pure JAX, so jit / grad / vmap apply to density.
+
+    Args:
+      net: static network (its patterns say how sparsity is exploited).
+      engine: PE-array size (static).
+      density: per layer (L,) weight and activation densities; for DPACS layers `weight` is the
+        expected fraction of active channels and `activation` of active positions.
+      temperature: None for exact ceil / max; > 0 for the smooth relaxation.
+    """
+    df.check(net, df.Folding.minimal(net), density)
+    t = df.tables(net)
+    pr = net.precision
+    d_w = jnp.asarray(density.weight, jnp.float32)
+    d_a = jnp.asarray(density.activation, jnp.float32)
+    work = t["work_kind"]
+    is_compute = (t["kind"] == df.CONV) | (t["kind"] == df.DENSE_LAYER)
+
+    def ceil(x):  # tiles are whole; relaxed: the continuous number of tiles
+        return jnp.ceil(x - 1e-9) if temperature is None else x
+
+    # Compute: tiles of pe_in input channels x pe_out output channels, one per cycle per output
+    # position and kernel tap. Non-compute layers stream through at pe_in words per cycle.
+    cin = t["c_in"] / t["groups"]
+    tiles = ceil(cin / engine.pe_in) * ceil(t["c_out"] / engine.pe_out)
+    dense_compute = jnp.where(is_compute, tiles * t["ho_wo"] * t["k2"], t["in_words"] / engine.pe_in)
+    factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC, work == sp.UNSTRUCTURED],
+                        [d_w, d_w * d_a, d_w * d_a], 1.0)
+    # DPACS gating heads: spatial 1x1 conv (C MACs per pixel) + channel linear layer (C x C/g).
+    gate_macs = np.array([
+        (t["in_words"][i] + t["c_in"][i] * t["c_in"][i] / max(getattr(p, "channel_group", 1), 1))
+        if p.work_kind == sp.DYNAMIC else 0.0
+        for i, p in enumerate(net.patterns)])
+    compute = dense_compute * factor + gate_macs / (engine.pe_in * engine.pe_out)
+
+    # Memory: weights (values + indices) once per image, input and output activations.
+    stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)
+    precomputed = np.array([getattr(p, "precompute_channel_mask", False) for p in net.patterns])
+    loaded = jnp.where((work == sp.DYNAMIC) & precomputed, d_w, stored)
+    weight_bits = t["params"] * loaded * (pr.weight_bits + t["index_bits"])
+    act_in = jnp.where(work == sp.DYNAMIC, d_a, 1.0) * t["in_words"] * pr.data_bits
+    act_out = t["out_words"] * pr.data_bits
+    dram_bits = weight_bits + act_in + act_out
+    bits_per_cycle = device.bandwidth_gbps * 1e9 / (device.clock_mhz * 1e6)
+    memory = dram_bits / bits_per_cycle
+
+    layer_cycles = smooth_max(jnp.stack([compute, memory]), temperature, axis=0)
+    cycles = layer_cycles.sum()
+    clock_hz = device.clock_mhz * 1e6
+    mult = math.ceil(pr.data_bits / 18) * math.ceil(pr.weight_bits / 27) * (
+        0.5 if pr.data_bits <= 8 and pr.weight_bits <= 8 else 1.0)
+    effective_macs = (t["macs"] * factor).sum()
+    energy_j = ((effective_macs * energy.pj_per_mac + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
+                + energy.static_watts * cycles / clock_hz)
+    return OverlayCost(layer_cycles, compute, memory, cycles, clock_hz / cycles, cycles / clock_hz,
+                       jnp.float32(engine.pe_in * engine.pe_out * mult), dram_bits.sum(), energy_j,
+                       effective_macs)
