@@ -88,5 +88,40 @@ def main(out_path, per_layer=12, seed=0):
     print(f"wrote {len(records)} records to {out_path}; peer: {1e3 * meta['seconds_per_layer_evaluation']:.2f} ms per layer")
 
 
+RESNET18 = [  # (H, W, C_in, C_out, K, stride, pad): the 20 convs of ResNet-18 at 224 x 224
+    (224, 224, 3, 64, 7, 2, 3)] + [(56, 56, 64, 64, 3, 1, 1)] * 4 + [
+    (56, 56, 64, 128, 3, 2, 1), (28, 28, 128, 128, 3, 1, 1), (56, 56, 64, 128, 1, 2, 0),
+    (28, 28, 128, 128, 3, 1, 1), (28, 28, 128, 128, 3, 1, 1),
+    (28, 28, 128, 256, 3, 2, 1), (14, 14, 256, 256, 3, 1, 1), (28, 28, 128, 256, 1, 2, 0),
+    (14, 14, 256, 256, 3, 1, 1), (14, 14, 256, 256, 3, 1, 1),
+    (14, 14, 256, 512, 3, 2, 1), (7, 7, 512, 512, 3, 1, 1), (14, 14, 256, 512, 1, 2, 0),
+    (7, 7, 512, 512, 3, 1, 1), (7, 7, 512, 512, 3, 1, 1)]
+
+
+def time_resnet18(repeats=20):
+    """Seconds for the peer to evaluate ResNet-18's conv + fc layers (latency and resources) once."""
+    from fpgaconvnet.models.layers.hls.ConvolutionLayer import ConvolutionLayer
+    from fpgaconvnet.models.layers import InnerProductLayer
+
+    def once():
+        interval, rsc = 0.0, 0
+        for h, w, c, f, k, s, p in RESNET18:
+            layer = ConvolutionLayer(filters=f, rows=h, cols=w, channels=c, coarse_in=1, coarse_out=1,
+                                     kernel_size=k, stride=s, pad=p, fine=1)
+            interval = max(interval, layer.latency())
+            rsc += layer.resource()["DSP"]
+        fc = InnerProductLayer(filters=1000, rows=1, cols=1, channels=512)
+        return max(interval, fc.latency()), rsc + fc.resource()["DSP"]
+
+    once()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    return (time.perf_counter() - t0) / repeats
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fpgaconvnet_peer.json")
+    if len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":
+        print(json.dumps({"seconds_per_network": time_resnet18()}))
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fpgaconvnet_peer.json")

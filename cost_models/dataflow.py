@@ -201,7 +201,8 @@ class Cost(NamedTuple):
     bandwidth_gbps: jax.Array  # off-chip traffic at the modelled throughput
     energy_j: jax.Array  # joules per image
     effective_macs: jax.Array  # expected MACs per image after sparsity
-    utilisation: dict  # {'dsp','bram18','lut','ff','bandwidth'}: used / available
+    utilisation: dict  # {'dsp','bram18','lut','ff','bandwidth'}: used / available; 'bram18'
+    # is against BRAM18 + 16 x URAM (UltraRAM counted in BRAM18 equivalents)
 
 
 @functools.lru_cache(maxsize=256)
@@ -395,7 +396,9 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     dsp, bram = layer_dsp.sum(), layer_bram.sum()
     utilisation = {
         "dsp": dsp / device.dsp,
-        "bram18": bram / device.bram18,
+        # on-chip memory in BRAM18 equivalents: a URAM (288 Kb) holds 16 BRAM18s (18 Kb) of
+        # weights, and fpgaConvNet balances weights between the two (balance_bram_uram).
+        "bram18": bram / (device.bram18 + 16 * device.uram),
         "lut": lut / device.lut,
         "ff": ff / device.ff,
         "bandwidth": bandwidth_gbps / device.bandwidth_gbps,
