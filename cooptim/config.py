@@ -95,11 +95,21 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=STRICT)
 class HardwareConfig:
-    """The accelerator the network is designed for and the weight of its cost in the loss."""
+    """The accelerator the network is designed for and the weight of its cost in the loss.
+
+    `device` names a board of `cost_models.DEVICES`, or of `devices_file` (YAML, see
+    `cost_models.load_devices`). `dataflow`: one engine per layer, folding chosen by the greedy
+    DSE; `overlay`: one pe_in x pe_out PE array for all layers.
+    """
 
     device: StrictStr = "zcu102"
+    devices_file: Optional[StrictStr] = None
     accelerator: Literal["dataflow", "overlay"] = "dataflow"
     clock_mhz: Optional[PositiveFloat] = None
+    data_bits: Annotated[StrictInt, Field(ge=2, le=32)] = 16
+    weight_bits: Annotated[StrictInt, Field(ge=2, le=32)] = 16
+    pe_in: PositiveInt = 16
+    pe_out: PositiveInt = 16
     cost_weight: NonNegativeFloat = 0.0
 
 

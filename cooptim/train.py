@@ -257,7 +257,10 @@ def load_run(run_dir: str | Path, step: int | None = None):
 def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: bool = False,
         reporter: Reporter | None = None) -> dict:
     """Trains `cfg` into its run folder and returns the report (also written as report.json)."""
+    from cooptim.hardware import device_of
+
     reporter = reporter or SilentReporter()
+    device_of(cfg.hardware, source)  # an unknown device fails before training, not after
     dataset, model, stream, steps, optimizer = _setup(cfg, source)
 
     run_dir = _prepare_run_dir(cfg, resume=resume, force=force)
@@ -305,14 +308,20 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
         checkpoints.close()
         reporter.close()
 
-    report = build_report(cfg, model, dataset, steps, test)
+    report = build_report(cfg, model, dataset, steps, test, source)
     np.savez_compressed(run_dir / "masks.npz", **masks_of(model))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict) -> dict:
+def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
+                 source: str = "<config>") -> dict:
+    from cooptim.hardware import hardware_report
+
     layers = layer_report(model, dataset.image_shape)
+    hardware = hardware_report(model, dataset.image_shape, cfg, source)
+    for row, cycles in zip(layers, hardware["sparse"]["layer_cycles"]):
+        row["cycles"] = cycles
     macs = sum(r["macs"] for r in layers)
     effective = sum(r["effective_macs"] for r in layers)
     params = sum(r["params"] for r in layers)
@@ -331,6 +340,7 @@ def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test
         "effective_macs": effective,
         "mac_speedup": macs / effective,
         "pattern_ok": all(r["pattern_ok"] for r in layers),
+        "hardware": hardware,
         "layers": layers,
     }
 
@@ -369,19 +379,32 @@ def print_report(report: dict, run_dir: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"{report['name']}: {report['model']} on {report['data']}, {report['steps']} steps")
-    for col in ("layer", "method", "pattern", "weight shape", "density", "MACs", "eff. MACs", "check"):
-        table.add_column(col, justify="right" if col in ("density", "MACs", "eff. MACs") else "left")
+    hw = report["hardware"]
+    for col in ("layer", "method", "pattern", "weight shape", "density", "MACs", "eff. MACs", "cycles", "check"):
+        table.add_column(col, justify="right" if col in ("density", "MACs", "eff. MACs", "cycles") else "left")
     for r in report["layers"]:
-        table.add_row(r["name"], r["method"], r["pattern"], "x".join(map(str, r["weight_shape"])),
+        name = f"[bold]{r['name']}[/]" if r["name"] == hw["bottleneck_layer"] else r["name"]
+        table.add_row(name, r["method"], r["pattern"], "x".join(map(str, r["weight_shape"])),
                       f"{r['density']:.3f}", f"{r['macs']:,}", f"{r['effective_macs']:,.0f}",
+                      f"{r['cycles']:,.0f}",
                       "[green]ok[/]" if r["pattern_ok"] else f"[red]{r['pattern_check']}[/]")
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     console.print(
         f"test accuracy [bold]{report['test_accuracy']:.4f}[/]   weight density "
         f"{report['weight_density']:.3f}   MACs/image {report['macs']:,} -> "
         f"{report['effective_macs']:,.0f} ({report['mac_speedup']:.2f}x fewer)"
     )
+    hw_table = Table(title=f"{hw['accelerator']} accelerator on {hw['device']} @ {hw['clock_mhz']:g} MHz "
+                           f"(bottleneck: {hw['bottleneck_layer']})")
+    for col in ("", "images/s", "latency (us)", "DSP", "BRAM18", "LUT", "energy/image (uJ)"):
+        hw_table.add_column(col, justify="right")
+    for label in ("dense", "sparse"):
+        c = hw[label]
+        hw_table.add_row(label, f"{c['throughput']:,.0f}", f"{c['latency_s'] * 1e6:,.1f}", f"{c['dsp']:,.0f}",
+                         f"{c.get('bram18', 0):,.0f}", f"{c.get('lut', 0):,.0f}", f"{c['energy_j'] * 1e6:,.2f}")
+    console.print(hw_table)
+    console.print(f"modelled speedup of the sparse design over the dense one: [bold]{hw['speedup']:.2f}x[/]")
     console.print(f"run folder: {run_dir}")
 
 

@@ -56,6 +56,25 @@ def test_run_folder_and_report(trained):
     assert steps[-1] == 300 and steps == sorted(steps)
 
 
+def test_report_has_the_hardware_cost_of_sparse_and_dense(trained):
+    _, report = trained
+    hw = report["hardware"]
+    assert hw["device"] == "zcu102" and hw["accelerator"] == "dataflow"
+    # conv2 and conv3 are 2:4 and hold ~98% of the MACs: the DSE'd pipeline is about 2x faster
+    assert 1.5 < hw["speedup"] <= 2.0 + 1e-6
+    for design in ("sparse", "dense"):
+        assert all(0 < u <= 1 for k, u in hw[design]["utilisation"].items() if k != "bandwidth")
+    assert hw["bottleneck_layer"] in {row["name"] for row in report["layers"]}
+    assert all(row["cycles"] > 0 for row in report["layers"])
+
+
+def test_unknown_device_fails_before_training(tmp_path):
+    cfg = quick_cfg(tmp_path, hardware={"device": "zcu1O2"})
+    with pytest.raises(config.ConfigError, match="'hardware.device': unknown device 'zcu1O2'; known devices"):
+        train.run(cfg, source="q.yaml")
+    assert not cfg.run_dir.exists()
+
+
 def test_trained_checkpoint_masks_are_exactly_n_of_m(trained):
     cfg, _ = trained
     model = restore_model(cfg, 300)

@@ -1,0 +1,81 @@
+"""From a model and a config to the cost model: the network description, its device, its cost.
+
+The trainer's report calls `hardware_report`: it runs the DSE for the configured device on the
+trained (sparse) network and on its dense counterpart, so the speedup is the headline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import cost_models as cm
+from cooptim import nn
+from cooptim.config import Config, ConfigError, HardwareConfig
+
+
+def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
+    """The configured device (with its clock override); unknown names are a ConfigError."""
+    try:
+        extra = cm.load_devices(hw.devices_file) if hw.devices_file else None
+        return cm.get_device(hw.device, extra).with_clock(hw.clock_mhz)
+    except cm.DeviceError as e:
+        key = "hardware.devices_file" if "cannot read" in str(e) else "hardware.device"
+        raise ConfigError(f"{source}: '{key}': {e}") from None
+
+
+def network_of(model, in_shape, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
+    """The cost model's description of a cooptim model: its sparse layers' shapes and patterns."""
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    descriptions = nn.describe(model, in_shape)
+    patterns = [cm.DensePattern() if dense else layers[d.name].sparsity.pattern() for d in descriptions]
+    return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits))
+
+
+def _summary(cost, device: cm.Device) -> dict:
+    util = {k: float(v) for k, v in cost.utilisation.items()} if hasattr(cost, "utilisation") else {}
+    return {
+        "throughput": float(cost.throughput),
+        "latency_s": float(cost.latency),
+        "energy_j": float(cost.energy_j),
+        "dsp": float(cost.dsp),
+        **({"bram18": float(cost.bram18), "lut": float(cost.lut), "ff": float(cost.ff)}
+           if hasattr(cost, "bram18") else {}),
+        "utilisation": util,
+        "layer_cycles": [float(c) for c in np.asarray(cost.layer_cycles)],
+    }
+
+
+def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Device) -> dict:
+    """The cost of one network: DSE'd dataflow design, or the fixed overlay engine."""
+    hw = cfg.hardware
+    if hw.accelerator == "overlay":
+        cost = cm.overlay.evaluate(net, cm.overlay.Engine(hw.pe_in, hw.pe_out), density, device)
+        return {**_summary(cost, device), "folding": None}
+    result = cm.dse.greedy(net, density, device)
+    names = list(net.names)
+    folding = {name: {f: int(np.asarray(v)[i]) for f, v in zip(cm.Folding._fields, result.folding)}
+               for i, name in enumerate(names)}
+    return {**_summary(result.cost, device), "folding": folding}
+
+
+def hardware_report(model, in_shape, cfg: Config, source: str = "<config>") -> dict:
+    """Cost of the trained network and of its dense counterpart on the configured device."""
+    device = device_of(cfg.hardware, source)
+    sparse_net = network_of(model, in_shape, cfg.hardware)
+    dense_net = network_of(model, in_shape, cfg.hardware, dense=True)
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    # the measured density of each layer's mask (structured patterns: their exact work fraction)
+    weight = np.array([float(np.asarray(layers[n].mask()).mean()) for n in sparse_net.names], np.float32)
+    sparse = evaluate(sparse_net, cm.Density(weight, np.ones_like(weight)), cfg, device)
+    dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
+    bottleneck = int(np.argmax(sparse["layer_cycles"]))
+    return {
+        "device": device.name,
+        "clock_mhz": device.clock_mhz,
+        "accelerator": cfg.hardware.accelerator,
+        "sparse": sparse,
+        "dense": dense,
+        "bottleneck_layer": sparse_net.names[bottleneck],
+        "speedup": sparse["throughput"] / dense["throughput"],
+        "layer_names": list(sparse_net.names),
+    }
