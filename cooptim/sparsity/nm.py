@@ -26,30 +26,7 @@ from pydantic.dataclasses import dataclass
 from cooptim.sparsity._config import STRICT
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
 from cost_models.sparsity import NMPattern
-
-
-def _to_groups(x, axis: int, m: int):
-    """Moves `axis` last and splits it into (C/M, M) groups. Returns (grouped, moved shape)."""
-    moved = jnp.moveaxis(x, axis, -1)
-    return moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m), moved.shape
-
-
-def nm_mask(weight: jax.Array, n: int, m: int, axis: int) -> jax.Array:
-    """The N:M keep-mask of `weight`: exactly N ones in every group of M along `axis`.
-
-    Ties in magnitude are broken by position (lower index kept), so the count is always N.
-
-    Args:
-      weight: any shape; `weight.shape[axis]` divisible by m.
-    Returns:
-      0/1 array of weight's shape and dtype.
-    """
-    groups, moved_shape = _to_groups(jnp.abs(weight), axis, m)
-    # rank 0 = largest magnitude; a stable argsort of the negated values keeps ties in order.
-    order = jnp.argsort(-groups, axis=-1, stable=True)
-    rank = jnp.argsort(order, axis=-1, stable=True)
-    keep = (rank < n).astype(weight.dtype).reshape(moved_shape)
-    return jnp.moveaxis(keep, -1, axis)
+from kernels.nm import nm_mask  # the one N:M magnitude mask, shared with the kernels
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
