@@ -25,3 +25,42 @@ def resolve(impl: str | None) -> str:
 def interpret() -> bool:
     """Pallas must be interpreted on CPU."""
     return jax.default_backend() not in ("gpu", "tpu")
+
+
+class KernelInputError(ValueError):
+    """Kernel inputs that break a kernel's contract (shapes, dtypes, patterns); raised before any
+    kernel runs."""
+
+
+def integer_mode(x, w, error=KernelInputError) -> bool:
+    """True for int8 x int8 (integer emulation), False for float32 / bfloat16; else an error."""
+    import jax.numpy as jnp
+
+    xi, wi = jnp.issubdtype(x.dtype, jnp.integer), jnp.issubdtype(w.dtype, jnp.integer)
+    if xi != wi:
+        raise error(f"mixed dtypes: activations {x.dtype}, weights {w.dtype} (both integer or both float)")
+    if xi and (x.dtype != jnp.int8 or w.dtype != jnp.int8):
+        raise error(f"integer mode takes int8 x int8, got {x.dtype} x {w.dtype}")
+    if not xi and x.dtype not in (jnp.float32, jnp.bfloat16):
+        raise error(f"float mode takes float32 or bfloat16, got {x.dtype}")
+    return bool(xi)
+
+
+def check_int32(k: int, error=KernelInputError) -> None:
+    """The int32 sum of k int8 x int8 products cannot overflow (|x|, |w| <= 128)."""
+    if k * 128 * 128 > 2**31 - 1:
+        raise error(f"a reduction of {k} int8 x int8 products could overflow int32 (limit 131,071)")
+
+
+def check_acc_bits(acc_bits, error=KernelInputError) -> None:
+    if acc_bits is not None and not 2 <= acc_bits <= 32:
+        raise error(f"acc_bits must be 2..32, got {acc_bits}")
+
+
+def finish_accumulator(acc, acc_bits, acc_overflow):
+    """The exact int32 sum brought to the accumulator's width (saturate or wrap), once at the end."""
+    from kernels import fixed_point as fp
+
+    if acc_bits is None or acc_bits >= 32:
+        return acc
+    return fp.overflow(acc, fp.Format(acc_bits, 0), acc_overflow)

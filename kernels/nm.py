@@ -28,7 +28,7 @@ from kernels import backend
 from kernels import fixed_point as fp
 
 
-class NMError(ValueError):
+class NMError(backend.KernelInputError):
     """Inputs that break the N:M contract: shapes, dtypes, N > M, or a broken pattern."""
 
 
@@ -132,34 +132,11 @@ def _check_layout(values, indices, n, m):
 # ------------------------------------------------------------------------------ sparse matmul
 
 
-def _int_mode(x, values) -> bool:
-    xi, vi = jnp.issubdtype(x.dtype, jnp.integer), jnp.issubdtype(values.dtype, jnp.integer)
-    if xi != vi:
-        raise NMError(f"mixed dtypes: activations {x.dtype}, weights {values.dtype} (both integer or both float)")
-    if xi and (x.dtype != jnp.int8 or values.dtype != jnp.int8):
-        raise NMError(f"integer mode takes int8 x int8, got {x.dtype} x {values.dtype}")
-    if not xi and x.dtype not in (jnp.float32, jnp.bfloat16):
-        raise NMError(f"float mode takes float32 or bfloat16, got {x.dtype}")
-    return xi
-
-
-def check_int32(k: int) -> None:
-    """The int32 sum of k int8 x int8 products cannot overflow (|x| <= 128, |w| <= 128)."""
-    if k * 128 * 128 > 2**31 - 1:
-        raise NMError(f"a reduction of {k} int8 x int8 products could overflow int32 (limit 131,071)")
-
-
-def _finish(acc, acc_bits, acc_overflow):
-    if acc_bits is None or acc_bits >= 32:
-        return acc
-    return fp.overflow(acc, fp.Format(acc_bits, 0), acc_overflow)
-
-
 def _kernel(x_ref, v_ref, i_ref, o_ref, *, n, m, integer, acc_bits, acc_overflow):
     dense = _expand(v_ref[...], i_ref[...], n, m)
     if integer:
         acc = jnp.dot(x_ref[...], dense, preferred_element_type=jnp.int32)
-        o_ref[...] = _finish(acc, acc_bits, acc_overflow)
+        o_ref[...] = backend.finish_accumulator(acc, acc_bits, acc_overflow)
     else:
         acc = jnp.dot(x_ref[...], dense, preferred_element_type=jnp.float32)
         o_ref[...] = acc.astype(o_ref.dtype)
@@ -199,16 +176,15 @@ def sparse_matmul(x, values, indices, n: int, m: int, *, impl: str | None = None
     if x.shape[1] != k:
         raise NMError(f"x has K={x.shape[1]} columns but the compressed weight has K={k} rows "
                       f"({values.shape[0]} values per column at {n}:{m})")
-    integer = _int_mode(x, values)
+    integer = backend.integer_mode(x, values, NMError)
     if integer:
-        check_int32(k)
-    if acc_bits is not None and not 2 <= acc_bits <= 32:
-        raise NMError(f"acc_bits must be 2..32, got {acc_bits}")
+        backend.check_int32(k, NMError)
+    backend.check_acc_bits(acc_bits, NMError)
     out_dtype = jnp.int32 if integer else jnp.float32
     if backend.resolve(impl) == "xla":
         dense = _expand(values, indices, n, m)
         acc = jnp.dot(x, dense, preferred_element_type=out_dtype)
-        return _finish(acc, acc_bits, acc_overflow) if integer else acc
+        return backend.finish_accumulator(acc, acc_bits, acc_overflow) if integer else acc
     rows, cols = x.shape[0], values.shape[1]
     bm, bn = _block(rows, block[0]), _block(cols, block[1])
     kernel = functools.partial(_kernel, n=n, m=m, integer=integer, acc_bits=acc_bits, acc_overflow=acc_overflow)

@@ -131,3 +131,35 @@ def requantize(acc: np.ndarray, shift: int, bits: int, rounding="half_up", overf
         v = shift_round(int(acc[idx]), shift, rounding)
         out[idx] = saturate(v, bits) if overflow == "saturate" else wrap(v, bits)
     return out
+
+
+def skip_matmul(x, w, spatial_mask, channel_mask, group, base, integer=False, acc_bits=32,
+                overflow="saturate") -> np.ndarray:
+    """DPACS skipping: for each sample, position and output channel, the dot product if both the
+    position and the channel's group are active, else the base value."""
+    b, p, k = x.shape
+    f = w.shape[1]
+    out = np.array(base, np.int64 if integer else np.float64)
+    for n_ in range(b):
+        for i in range(p):
+            if not spatial_mask[n_, i]:
+                continue
+            for c in range(f):
+                if not channel_mask[n_, c // group]:
+                    continue
+                if integer:
+                    total = sum(int(x[n_, i, t]) * int(w[t, c]) for t in range(k))
+                    out[n_, i, c] = saturate(total, acc_bits) if overflow == "saturate" else wrap(total, acc_bits)
+                else:
+                    out[n_, i, c] = sum(float(x[n_, i, t]) * float(w[t, c]) for t in range(k))
+    return out
+
+
+def cascade_matmul_int(x, w, lengths, chunk, acc_bits=32, overflow="saturate") -> np.ndarray:
+    """CSP: output channel c sums only over the rows whose cascade reaches c's chunk."""
+    out = np.zeros((x.shape[0], w.shape[1]), np.int64)
+    for i in range(x.shape[0]):
+        for c in range(w.shape[1]):
+            total = sum(int(x[i, r]) * int(w[r, c]) for r in range(w.shape[0]) if c // chunk < lengths[r])
+            out[i, c] = saturate(total, acc_bits) if overflow == "saturate" else wrap(total, acc_bits)
+    return out
