@@ -71,3 +71,21 @@ def test_grouped_conv_description():
     assert layer.kernel.shape == (3, 3, 1, 8)
     with pytest.raises(ValueError, match="groups=3 must divide"):
         SparseConv(8, 8, 3, name="bad", groups=3, rngs=nnx.Rngs(0))
+
+
+def test_layers_through_the_kernels_match_the_dense_path_in_value_and_gradient():
+    """NM(kernel=True) runs the layer through kernels.nm (compressed N:M matmul)."""
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 6, 8)), jnp.float32)
+    for kernel in (True, False):
+        conv = SparseConv(8, 4, 3, name="c", strides=2, sparsity=NM(n=2, m=4, kernel=kernel), rngs=nnx.Rngs(0))
+        dense = SparseDense(36, 8, name="d", sparsity=NM(n=2, m=4, kernel=kernel), rngs=nnx.Rngs(1))
+
+        def loss(conv, dense):
+            return jnp.sum(dense(conv(x).reshape(2, -1)) ** 2)
+
+        value, grads = nnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
+        if kernel:
+            kernel_value, kernel_grads = value, grads
+    np.testing.assert_allclose(kernel_value, value, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(kernel_grads), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

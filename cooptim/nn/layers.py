@@ -67,6 +67,16 @@ class SparseLayer(nnx.Module):
     def density(self) -> jax.Array:
         return self.sparsity.density(self.kernel[...], self.layout)
 
+    def _uses_kernel(self) -> bool:
+        return getattr(self.sparsity, "kernel", False)
+
+    def _kernel_matmul(self, x2d: jax.Array, weight2d: jax.Array) -> jax.Array:
+        """x (rows, K) @ the N:M weight (K, N) through kernels.nm; its VJP is the exact gradient
+        at the current mask, so the method's straight-through estimator still applies."""
+        from kernels import nm as nm_kernels
+
+        return nm_kernels.bdwp_matmul(x2d, weight2d, self.sparsity.n, self.sparsity.m, "same", "dense", None)
+
 
 class SparseConv(SparseLayer):
     """2-D convolution, NHWC input, HWIO weight of shape (K_h, K_w, C_in/groups, C_out)."""
@@ -104,14 +114,21 @@ class SparseConv(SparseLayer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, H, W, C_in) float -> (B, H', W', C_out)."""
-        y = jax.lax.conv_general_dilated(
-            x,
-            self.effective_kernel().astype(x.dtype),
-            window_strides=self.strides,
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
-        )
+        if self._uses_kernel() and self.groups == 1:
+            from kernels.nm import im2col
+
+            cols, (b, ho, wo) = im2col(x, self.layout.shape[:2], self.strides, self.padding)
+            w2d = self.effective_kernel().astype(x.dtype).reshape(-1, self.out_features)
+            y = self._kernel_matmul(cols, w2d).reshape(b, ho, wo, self.out_features)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x,
+                self.effective_kernel().astype(x.dtype),
+                window_strides=self.strides,
+                padding=self.padding,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=self.groups,
+            )
         if self.bias is not None:
             y = y + self.bias[...]
         _record(
@@ -153,7 +170,10 @@ class SparseDense(SparseLayer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, in_features) -> (B, out_features)."""
-        y = x @ self.effective_kernel().astype(x.dtype)
+        if self._uses_kernel():
+            y = self._kernel_matmul(x, self.effective_kernel().astype(x.dtype))
+        else:
+            y = x @ self.effective_kernel().astype(x.dtype)
         if self.bias is not None:
             y = y + self.bias[...]
         _record(cm_layers.Dense(self.layer_name, *self.layout.shape), self)

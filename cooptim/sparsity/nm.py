@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT
@@ -63,6 +63,8 @@ class NM:
       axis: "input" (the reduction axis: input channels of a conv, rows of a dense kernel) or
         "output".
       decay: SR-STE's lambda_w, the decay on pruned weights (the paper uses 2e-4).
+      kernel: compute the layer through `kernels.nm` (compressed N:M matmul: Pallas on GPU, XLA
+        on CPU) instead of a dense op on the masked weight; same values, same gradients.
     """
 
     method: Literal["nm"] = "nm"
@@ -70,6 +72,7 @@ class NM:
     m: Annotated[StrictInt, Field(ge=1)] = 4
     axis: Literal["input", "output"] = "input"
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+    kernel: StrictBool = False
 
     @model_validator(mode="after")
     def _n_at_most_m(self):
@@ -78,6 +81,9 @@ class NM:
         return self
 
     def validate(self, layout: WeightLayout, layer: str) -> None:
+        if self.kernel and self.axis != "input":
+            raise SparsityError(f"layer {layer!r}: kernel=true needs axis=input (the kernels prune "
+                                f"the reduction axis)")
         axis = layout.axis(self.axis)
         size = layout.shape[axis]
         if size % self.m:
