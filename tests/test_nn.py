@@ -89,3 +89,40 @@ def test_layers_through_the_kernels_match_the_dense_path_in_value_and_gradient()
     np.testing.assert_allclose(kernel_value, value, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(kernel_grads), jax.tree.leaves(grads)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# (model, input, classes, published MACs, published parameters incl. BatchNorm and biases)
+ZOO = [
+    ("resnet20", (32, 32, 3), 10, 41e6, 0.27e6),  # He et al. 2016, Sec. 4.2
+    ("resnet56", (32, 32, 3), 10, 125e6, 0.85e6),
+    ("resnet18", (224, 224, 3), 1000, 1.8e9, 11.7e6),  # torchvision: 1.81 GMAC, 11.69 M
+    ("resnet50", (224, 224, 3), 1000, 4.1e9, 25.6e6),  # torchvision: 4.09 GMAC, 25.56 M
+    ("mobilenet_v2", (224, 224, 3), 1000, 0.30e9, 3.5e6),  # Sandler et al. 2018: 300 M, 3.4-3.5 M
+    ("vgg16", (224, 224, 3), 1000, 15.5e9, 138.4e6),  # Simonyan & Zisserman 2015: 138 M
+]
+
+
+@pytest.mark.parametrize("name, shape, classes, macs, params", ZOO)
+def test_zoo_sizes_match_the_published_numbers(name, shape, classes, macs, params):
+    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {"default": {"method": "dense"}}})
+    model = build_model(cfg, shape, classes, abstract=True)  # shapes only: VGG-16 is never allocated
+    layers = describe(model, shape)
+    counted = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert abs(cost_models.total_macs(layers) / macs - 1) < 0.02
+    assert abs(counted / params - 1) < 0.02
+
+
+@pytest.mark.parametrize("name", [z[0] for z in ZOO])
+def test_zoo_forward_pass_with_a_sparsity_method(name):
+    """Each model runs forward with 2:4 everywhere it divides (first conv and depthwise dense)."""
+    dense = {"method": "dense"}
+    overrides = {"conv1" if name == "vgg16" else "stem": dense}
+    if name == "mobilenet_v2":
+        overrides["*depthwise"] = dense  # one input channel per group: nothing to prune N:M
+    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {
+        "default": {"method": "nm", "n": 2, "m": 4}, "layers": overrides}})
+    shape = (32, 32, 3)
+    model = build_model(cfg, shape, 7)
+    model.eval()
+    assert nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, *shape))).shape == (1, 7)
+    assert any(layer.sparsity.method == "nm" for _, layer in sparse_layers(model))

@@ -40,8 +40,12 @@ class SparsityPlan:
 
 
 def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
-                *, source: str = "<config>") -> nnx.Module:
-    """Builds the configured model; config problems become one `ConfigError` naming key and file."""
+                *, source: str = "<config>", abstract: bool = False) -> nnx.Module:
+    """Builds the configured model; config problems become one `ConfigError` naming key and file.
+
+    abstract=True builds it with `nnx.eval_shape`: parameter shapes only, nothing allocated (for
+    describing large models).
+    """
     plan = SparsityPlan(cfg.sparsity)
     current = {"layer": None}
 
@@ -50,8 +54,9 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
         return plan(layer)
 
     try:
-        model = MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, width=cfg.model.width,
-                                       rngs=nnx.Rngs(cfg.seed))
+        width = {} if cfg.model.width is None else {"width": cfg.model.width}
+        make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
+        model = nnx.eval_shape(make) if abstract else make()
     except SparsityError as e:
         raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None
     unused = plan.unused_patterns()

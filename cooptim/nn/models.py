@@ -102,3 +102,168 @@ def resnet20(in_shape, num_classes, sparsity_for, *, width=16, rngs):
 
 
 MODELS = {"digits_cnn": DigitsCNN, "resnet20": resnet20}
+
+
+def resnet56(in_shape, num_classes, sparsity_for, *, width=16, rngs):
+    return CifarResNet(in_shape, num_classes, sparsity_for, blocks_per_stage=9, width=width, rngs=rngs)
+
+
+class _ConvBN(nnx.Module):
+    """conv -> BatchNorm (-> ReLU or ReLU6), the unit of the ImageNet models."""
+
+    def __init__(self, c_in, c_out, k, name, sparsity_for, rngs, *, stride=1, groups=1, act="relu"):
+        self.conv = SparseConv(c_in, c_out, k, strides=stride, groups=groups, name=name,
+                               sparsity=sparsity_for(name), rngs=rngs)
+        self.bn = nnx.BatchNorm(c_out, momentum=0.9, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x):
+        y = self.bn(self.conv(x))
+        if self.act == "relu":
+            return jax.nn.relu(y)
+        if self.act == "relu6":
+            return jnp.clip(y, 0.0, 6.0)
+        return y
+
+
+class ImageNetBlock(nnx.Module):
+    """ResNet basic block (ResNet-18/34) or bottleneck (ResNet-50+, stride on the 3x3 conv as in
+    torchvision), with a 1x1 conv + BN projection shortcut when the shape changes."""
+
+    def __init__(self, c_in, width, stride, bottleneck, name, sparsity_for, rngs):
+        c_out = width * 4 if bottleneck else width
+        if bottleneck:
+            self.units = nnx.List([
+                _ConvBN(c_in, width, 1, f"{name}.conv1", sparsity_for, rngs),
+                _ConvBN(width, width, 3, f"{name}.conv2", sparsity_for, rngs, stride=stride),
+                _ConvBN(width, c_out, 1, f"{name}.conv3", sparsity_for, rngs, act=None)])
+        else:
+            self.units = nnx.List([
+                _ConvBN(c_in, width, 3, f"{name}.conv1", sparsity_for, rngs, stride=stride),
+                _ConvBN(width, c_out, 3, f"{name}.conv2", sparsity_for, rngs, act=None)])
+        self.shortcut = (_ConvBN(c_in, c_out, 1, f"{name}.downsample", sparsity_for, rngs, stride=stride, act=None)
+                         if stride != 1 or c_in != c_out else None)
+
+    def __call__(self, x):
+        y = x
+        for unit in self.units:
+            y = unit(y)
+        return jax.nn.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
+
+
+class ImageNetResNet(nnx.Module):
+    """ResNet-18/50 (He et al., CVPR 2016, Table 1) for 224 x 224 inputs."""
+
+    def __init__(self, in_shape, num_classes, sparsity_for, *, depth=18, width=64, rngs):
+        stages = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}[depth]
+        bottleneck = depth >= 50
+        self.stem = _ConvBN(in_shape[2], width, 7, "stem", sparsity_for, rngs, stride=2)
+        blocks, c_in = [], width
+        for s, n_blocks in enumerate(stages):
+            w = width * 2**s
+            for b in range(n_blocks):
+                block = ImageNetBlock(c_in, w, 2 if (s > 0 and b == 0) else 1, bottleneck,
+                                      f"layer{s + 1}.{b}", sparsity_for, rngs)
+                blocks.append(block)
+                c_in = w * 4 if bottleneck else w
+        self.blocks = nnx.List(blocks)
+        self.head = SparseDense(c_in, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
+
+    def __call__(self, x):
+        x = self.stem(x)
+        x = nnx.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf),
+                         window_shape=(3, 3), strides=(2, 2))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+
+class InvertedResidual(nnx.Module):
+    """MobileNetV2 block (Sandler et al., CVPR 2018, Table 1): 1x1 expand, 3x3 depthwise, 1x1 project."""
+
+    def __init__(self, c_in, c_out, stride, expand, name, sparsity_for, rngs):
+        hidden = c_in * expand
+        units = []
+        if expand != 1:
+            units.append(_ConvBN(c_in, hidden, 1, f"{name}.expand", sparsity_for, rngs, act="relu6"))
+        units += [_ConvBN(hidden, hidden, 3, f"{name}.depthwise", sparsity_for, rngs, stride=stride,
+                          groups=hidden, act="relu6"),
+                  _ConvBN(hidden, c_out, 1, f"{name}.project", sparsity_for, rngs, act=None)]
+        self.units = nnx.List(units)
+        self.residual = stride == 1 and c_in == c_out
+
+    def __call__(self, x):
+        y = x
+        for unit in self.units:
+            y = unit(y)
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nnx.Module):
+    """MobileNetV2 1.0 for 224 x 224 inputs (3.5 M parameters, 0.30 GMAC)."""
+
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1))  # (expansion t, channels c, repeats n, stride s)
+
+    def __init__(self, in_shape, num_classes, sparsity_for, *, width=32, rngs):
+        self.stem = _ConvBN(in_shape[2], width, 3, "stem", sparsity_for, rngs, stride=2, act="relu6")
+        blocks, c_in = [], width
+        for i, (t, c, n, s) in enumerate(self.SETTINGS):
+            for r in range(n):
+                blocks.append(InvertedResidual(c_in, c, s if r == 0 else 1, t, f"block{i + 1}.{r}",
+                                               sparsity_for, rngs))
+                c_in = c
+        self.blocks = nnx.List(blocks)
+        self.last = _ConvBN(c_in, 1280, 1, "last", sparsity_for, rngs, act="relu6")
+        self.head = SparseDense(1280, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
+
+    def __call__(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.last(x).mean(axis=(1, 2)))
+
+
+class VGG16(nnx.Module):
+    """VGG-16 (Simonyan & Zisserman, ICLR 2015, configuration D) for 224 x 224 inputs."""
+
+    PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+    def __init__(self, in_shape, num_classes, sparsity_for, *, width=64, rngs):
+        convs, c_in, size = [], in_shape[2], in_shape[0]
+        scale = width / 64
+        for i, item in enumerate(self.PLAN):
+            if item == "M":
+                size //= 2
+                continue
+            c_out = int(item * scale)
+            name = f"conv{len(convs) + 1}"
+            convs.append(SparseConv(c_in, c_out, 3, name=name, use_bias=True, sparsity=sparsity_for(name), rngs=rngs))
+            c_in = c_out
+        self.convs = nnx.List(convs)
+        self.fc1 = SparseDense(c_in * size * size, 4096, name="fc1", sparsity=sparsity_for("fc1"), rngs=rngs)
+        self.fc2 = SparseDense(4096, 4096, name="fc2", sparsity=sparsity_for("fc2"), rngs=rngs)
+        self.head = SparseDense(4096, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
+
+    def __call__(self, x):
+        convs = iter(self.convs)
+        for item in self.PLAN:
+            x = _max_pool(x) if item == "M" else jax.nn.relu(next(convs)(x))
+        x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
+        return self.head(jax.nn.relu(self.fc2(x)))
+
+
+def _max_pool(x):
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def resnet18(in_shape, num_classes, sparsity_for, *, width=64, rngs):
+    return ImageNetResNet(in_shape, num_classes, sparsity_for, depth=18, width=width, rngs=rngs)
+
+
+def resnet50(in_shape, num_classes, sparsity_for, *, width=64, rngs):
+    return ImageNetResNet(in_shape, num_classes, sparsity_for, depth=50, width=width, rngs=rngs)
+
+
+MODELS.update({"resnet56": resnet56, "resnet18": resnet18, "resnet50": resnet50,
+               "mobilenet_v2": MobileNetV2, "vgg16": VGG16})
