@@ -151,7 +151,9 @@ def _key_of(loc: tuple, raw: Any) -> str:
     return ".".join(parts) or "<top level>"
 
 
-_TAGS = {"dense", "nm"}
+from cooptim.sparsity import METHODS as _METHODS  # noqa: E402
+
+_TAGS = set(_METHODS)
 
 
 def _describe(error: dict, raw: Any, origin) -> str:

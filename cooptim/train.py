@@ -278,6 +278,7 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
     try:
         with metrics_path.open("a") as log:
             for step in range(start, steps):
+                nn.set_progress(model, step / steps)
                 images, labels = stream.batch(step)
                 loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
                 done = step + 1
@@ -299,6 +300,7 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                 if done % cfg.train.checkpoint_every == 0:
                     log.flush()
                     checkpoints.save(done, model, optimizer)
+            nn.set_progress(model, 1.0)
             checkpoints.save(steps, model, optimizer)
             test = evaluate(model, dataset.test, cfg.data.eval_batch_size)
             record = {"step": steps, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}

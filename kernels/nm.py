@@ -46,16 +46,23 @@ def check_nm(n: int, m: int, size: int | None = None, what: str = "axis") -> Non
         raise NMError(f"M={m} does not divide the {what} (size {size})")
 
 
+def group_rank(weight: jax.Array, m: int, axis: int) -> jax.Array:
+    """Each weight's magnitude rank inside its group of M along `axis` (0 = largest; ties broken
+    by position, lower index first). Same shape as `weight`, int32."""
+    if weight.shape[axis] % m:
+        raise NMError(f"M={m} does not divide axis {axis} of a {weight.shape} weight")
+    moved = jnp.moveaxis(jnp.abs(weight), axis, -1)
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+    order = jnp.argsort(-groups, axis=-1, stable=True)
+    rank = jnp.argsort(order, axis=-1, stable=True).astype(jnp.int32)
+    return jnp.moveaxis(rank.reshape(moved.shape), -1, axis)
+
+
 def nm_mask(weight: jax.Array, n: int, m: int, axis: int) -> jax.Array:
     """The magnitude N:M keep-mask of `weight`: exactly N ones in every group of M along `axis`
     (ties broken by position, lower index kept). Same shape and dtype as `weight`."""
     check_nm(n, m, weight.shape[axis], f"axis {axis} of a {weight.shape} weight")
-    moved = jnp.moveaxis(jnp.abs(weight), axis, -1)
-    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
-    order = jnp.argsort(-groups, axis=-1, stable=True)
-    rank = jnp.argsort(order, axis=-1, stable=True)
-    keep = (rank < n).astype(weight.dtype).reshape(moved.shape)
-    return jnp.moveaxis(keep, -1, axis)
+    return (group_rank(weight, m, axis) < n).astype(weight.dtype)
 
 
 def compress(w, n: int, m: int, axis: int = 0):

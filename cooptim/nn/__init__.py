@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 
 import jax
@@ -9,17 +10,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
-from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer, record_layers
+from cooptim.nn.layers import Progress, SparseConv, SparseDense, SparseLayer, record_layers, set_progress
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
-from cooptim.sparsity import SparsityError, SparsityMethod
+from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
 
 
 class SparsityPlan:
     """Resolves each layer's method from a `SparsityConfig`: the first pattern in
     `layers` that matches the layer name, else `default`. Remembers which config key decided."""
 
-    def __init__(self, cfg: SparsityConfig):
+    def __init__(self, cfg: SparsityConfig, pe_in: int | None = None):
         self.cfg = cfg
+        self.pe_in = pe_in
         self.used: set[str] = set()
 
     def key_for(self, layer: str) -> str:
@@ -32,8 +34,14 @@ class SparsityPlan:
         for pattern, method in self.cfg.layers.items():
             if fnmatch.fnmatchcase(layer, pattern):
                 self.used.add(pattern)
-                return method
-        return self.cfg.default
+                return self._resolve(method)
+        return self._resolve(self.cfg.default)
+
+    def _resolve(self, method: SparsityMethod) -> SparsityMethod:
+        # Kang's groups are the engine's input parallelism: taken from the hardware config.
+        if isinstance(method, BalancedGroup) and method.group is None and self.pe_in is not None:
+            return dataclasses.replace(method, group=self.pe_in)
+        return method
 
     def unused_patterns(self) -> list[str]:
         return [p for p in self.cfg.layers if p not in self.used]
@@ -46,7 +54,7 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
     abstract=True builds it with `nnx.eval_shape`: parameter shapes only, nothing allocated (for
     describing large models).
     """
-    plan = SparsityPlan(cfg.sparsity)
+    plan = SparsityPlan(cfg.sparsity, cfg.hardware.pe_in)
     current = {"layer": None}
 
     def sparsity_for(layer: str) -> SparsityMethod:
@@ -92,6 +100,8 @@ __all__ = [
     "build_model",
     "describe",
     "record_layers",
+    "set_progress",
+    "Progress",
     "resnet20",
     "sparse_layers",
 ]

@@ -48,34 +48,51 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+class Progress(nnx.Variable):
+    """Fraction of training done, in [0, 1]: methods with gradual pruning schedule their sparsity by
+    it. The trainer sets it every step (`set_progress`); it is 1 outside training. Not trained."""
+
+
+def set_progress(model: nnx.Module, value: float) -> None:
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, SparseLayer):
+            node.progress[...] = jnp.float32(value)
+
+
 class SparseLayer(nnx.Module):
-    """Common parts of the sparse layers: weight, method, layout."""
+    """Common parts of the sparse layers: weight, method, layout, training progress."""
 
     kernel: nnx.Param
     sparsity: SparsityMethod
     layout: WeightLayout
     layer_name: str
 
+    def _setup(self, name: str, shape: tuple, in_axis: int, out_axis: int, sparsity: SparsityMethod) -> None:
+        self.layer_name = name
+        self.layout = WeightLayout(shape, in_axis=in_axis, out_axis=out_axis)
+        sparsity.validate(self.layout, name)
+        self.sparsity = sparsity
+        self.progress = Progress(jnp.float32(1.0))
+
     def effective_kernel(self) -> jax.Array:
         """The weight the forward pass uses (masked by the method)."""
-        return self.sparsity.apply(self.kernel[...], self.layout)
+        return self.sparsity.apply(self.kernel[...], self.layout, self.progress[...])
 
     def mask(self) -> jax.Array:
         """The method's current 0/1 keep-mask of the weight."""
-        return self.sparsity.mask(self.kernel[...], self.layout)
+        return self.sparsity.mask(self.kernel[...], self.layout, self.progress[...])
 
     def density(self) -> jax.Array:
-        return self.sparsity.density(self.kernel[...], self.layout)
+        return self.sparsity.density(self.kernel[...], self.layout, self.progress[...])
 
-    def _uses_kernel(self) -> bool:
-        return getattr(self.sparsity, "kernel", False)
-
-    def _kernel_matmul(self, x2d: jax.Array, weight2d: jax.Array) -> jax.Array:
-        """x (rows, K) @ the N:M weight (K, N) through kernels.nm; its VJP is the exact gradient
-        at the current mask, so the method's straight-through estimator still applies."""
-        from kernels import nm as nm_kernels
-
-        return nm_kernels.bdwp_matmul(x2d, weight2d, self.sparsity.n, self.sparsity.m, "same", "dense", None)
+    def _matmul(self, x2d: jax.Array, weight2d: jax.Array, effective2d) -> jax.Array:
+        """x (rows, K) @ the layer's weight as a (K, N) matrix. Methods that change the matmul
+        itself (BDWP's backward mask, the kernels' compressed path) get the dense weight through
+        `project`; the others multiply by their effective weight."""
+        if getattr(self.sparsity, "uses_project", False):
+            layout2d = WeightLayout(weight2d.shape, in_axis=0, out_axis=1)
+            return self.sparsity.project(x2d, weight2d, layout2d, self.progress[...])
+        return x2d @ effective2d()
 
 
 class SparseConv(SparseLayer):
@@ -98,28 +115,25 @@ class SparseConv(SparseLayer):
         kh, kw = _pair(kernel_size)
         if in_features % groups or out_features % groups:
             raise ValueError(f"layer {name!r}: groups={groups} must divide {in_features} and {out_features}")
-        self.layer_name = name
         self.strides = _pair(strides)
         pad = _pair(padding) if padding is not None else ((kh - 1) // 2, (kw - 1) // 2)
         self.padding = ((pad[0], pad[0]), (pad[1], pad[1]))
         self.groups = groups
         self.out_features = out_features
         shape = (kh, kw, in_features // groups, out_features)
-        self.layout = WeightLayout(shape, in_axis=2, out_axis=3)
-        sparsity.validate(self.layout, name)
-        self.sparsity = sparsity
+        self._setup(name, shape, 2, 3, sparsity)
         init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, H, W, C_in) float -> (B, H', W', C_out)."""
-        if self._uses_kernel() and self.groups == 1:
+        if getattr(self.sparsity, "uses_project", False) and self.groups == 1:
             from kernels.nm import im2col
 
             cols, (b, ho, wo) = im2col(x, self.layout.shape[:2], self.strides, self.padding)
-            w2d = self.effective_kernel().astype(x.dtype).reshape(-1, self.out_features)
-            y = self._kernel_matmul(cols, w2d).reshape(b, ho, wo, self.out_features)
+            w2d = self.kernel[...].astype(x.dtype).reshape(-1, self.out_features)
+            y = self._matmul(cols, w2d, None).reshape(b, ho, wo, self.out_features)
         else:
             y = jax.lax.conv_general_dilated(
                 x,
@@ -159,21 +173,15 @@ class SparseDense(SparseLayer):
         sparsity: SparsityMethod = DenseMethod(),
         rngs: nnx.Rngs,
     ):
-        self.layer_name = name
         shape = (in_features, out_features)
-        self.layout = WeightLayout(shape, in_axis=0, out_axis=1)
-        sparsity.validate(self.layout, name)
-        self.sparsity = sparsity
+        self._setup(name, shape, 0, 1, sparsity)
         init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, in_features) -> (B, out_features)."""
-        if self._uses_kernel():
-            y = self._kernel_matmul(x, self.effective_kernel().astype(x.dtype))
-        else:
-            y = x @ self.effective_kernel().astype(x.dtype)
+        y = self._matmul(x, self.kernel[...].astype(x.dtype), lambda: self.effective_kernel().astype(x.dtype))
         if self.bias is not None:
             y = y + self.bias[...]
         _record(cm_layers.Dense(self.layer_name, *self.layout.shape), self)

@@ -10,15 +10,24 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from cooptim.sparsity.balanced_group import BalancedGroup
 from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
+from cooptim.sparsity.bdwp import BDWP
+from cooptim.sparsity.csp import CSP
 from cooptim.sparsity.dense import Dense
 from cooptim.sparsity.nm import NM, nm_mask, srste
+from cooptim.sparsity.unstructured import Unstructured
 
-Method = Annotated[Union[Dense, NM], Field(discriminator="method")]
+Method = Annotated[Union[Dense, NM, BDWP, BalancedGroup, CSP, Unstructured], Field(discriminator="method")]
 
-METHODS = {"dense": Dense, "nm": NM}
+METHODS = {"dense": Dense, "nm": NM, "bdwp": BDWP, "balanced_group": BalancedGroup, "csp": CSP,
+           "unstructured": Unstructured}
 
 __all__ = [
+    "BDWP",
+    "CSP",
+    "BalancedGroup",
+    "Unstructured",
     "METHODS",
     "NM",
     "Dense",

@@ -5,12 +5,16 @@ appear in a config, and it is hashable, so a Flax layer can hold it as static st
 answers five questions about one weight tensor:
 
   validate(layout, layer)   can this method prune a weight of this shape? (raises SparsityError)
-  mask(w, layout)           the 0/1 keep-mask, same shape and dtype as w
-  apply(w, layout)          the effective weight used in the forward pass, with the method's
+  mask(w, layout, p)        the 0/1 keep-mask, same shape and dtype as w
+  apply(w, layout, p)       the effective weight used in the forward pass, with the method's
                             straight-through gradient back to the dense weight
-  density(w, layout)        the fraction of weights kept, a differentiable scalar
+  density(w, layout, p)     the fraction of weights kept, a differentiable scalar
   pattern()                 the frozen hardware-pattern descriptor the cost model reads
   check(mask, layout)       does a mask satisfy the pattern's invariant? -> PatternCheck
+
+`p` is the fraction of training done (0..1; 1 outside training), for gradual pruning schedules.
+A method that changes the matmul itself (BDWP) sets `uses_project = True` and implements
+`project(x2d, w2d, layout2d, p)`: x (rows, K) @ its (K, N) weight, given the dense weight.
 """
 
 from __future__ import annotations
@@ -57,11 +61,11 @@ class SparsityMethod(Protocol):
 
     def validate(self, layout: WeightLayout, layer: str) -> None: ...
 
-    def mask(self, weight: jax.Array, layout: WeightLayout) -> jax.Array: ...
+    def mask(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array: ...
 
-    def apply(self, weight: jax.Array, layout: WeightLayout) -> jax.Array: ...
+    def apply(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array: ...
 
-    def density(self, weight: jax.Array, layout: WeightLayout) -> jax.Array: ...
+    def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array: ...
 
     def pattern(self) -> Pattern: ...
 

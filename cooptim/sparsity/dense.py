@@ -22,16 +22,16 @@ class Dense:
     def validate(self, layout: WeightLayout, layer: str) -> None:
         del layout, layer
 
-    def mask(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
-        del layout
+    def mask(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
+        del progress, layout
         return jnp.ones_like(weight)
 
-    def apply(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
-        del layout
+    def apply(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
+        del progress, layout
         return weight
 
-    def density(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
-        del weight, layout
+    def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
+        del progress, weight, layout
         return jnp.float32(1.0)
 
     def pattern(self) -> DensePattern:

@@ -92,16 +92,28 @@ class NM:
                 f"(shape {tuple(layout.shape)}, axis {axis} has size {size})"
             )
 
-    def mask(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
+    def mask(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
+        del progress
         return nm_mask(weight, self.n, self.m, layout.axis(self.axis))
 
-    def apply(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
+    def apply(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
         mask = jax.lax.stop_gradient(self.mask(weight, layout))
         return srste(weight, mask, self.decay)
 
-    def density(self, weight: jax.Array, layout: WeightLayout) -> jax.Array:
-        del weight, layout
+    def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
+        del weight, layout, progress
         return jnp.float32(self.n / self.m)
+
+    @property
+    def uses_project(self) -> bool:
+        return self.kernel
+
+    def project(self, x2d, weight2d, layout2d, progress=1.0):
+        """x @ the masked weight through kernels.nm's compressed matmul; its VJP is the exact
+        gradient at the current mask, so SR-STE applies unchanged."""
+        from kernels.nm import bdwp_matmul
+
+        return bdwp_matmul(x2d, self.apply(weight2d, layout2d), self.n, self.m, "same", "dense", None)
 
     def pattern(self) -> NMPattern:
         return NMPattern(n=self.n, m=self.m, axis=self.axis)

@@ -1,0 +1,10 @@
+"""Gradual pruning schedule shared by the methods that prune progressively."""
+
+import jax.numpy as jnp
+
+
+def cubic_ramp(progress, start: float, end: float):
+    """0 -> 1 between training fractions `start` and `end`, cubic (Zhu & Gupta, 2017, Eq. 1):
+    s(p) = 1 - (1 - (p - start) / (end - start))**3, prunes fast early and slowly late."""
+    t = jnp.clip((jnp.asarray(progress, jnp.float32) - start) / max(end - start, 1e-9), 0.0, 1.0)
+    return 1.0 - (1.0 - t) ** 3

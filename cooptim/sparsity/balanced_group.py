@@ -1,0 +1,79 @@
+"""`balanced_group`: accelerator-aware pruning (Kang, IEEE TCSVT 2019, Sec. III).
+
+The accelerator fetches `group` input activations at once (its input parallelism, read from the
+hardware config: `hardware.pe_in` unless given) and multiplies them with the weights of each
+filter; pruning keeps the same number `keep` of weights in every such group, so every PE does the
+same work per fetch. The groups run along the input channels. Pruning is gradual: the kept count
+falls from `group` to `keep` on a cubic schedule between the training fractions `ramp_start`
+and `ramp_end`; the mask is recomputed from the weight magnitudes every step, with SR-STE's
+straight-through gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import jax
+import jax.numpy as jnp
+from pydantic import Field, StrictInt, model_validator
+from pydantic.dataclasses import dataclass
+
+from cooptim.sparsity._config import STRICT
+from cooptim.sparsity._schedule import cubic_ramp
+from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
+from cooptim.sparsity.nm import count_per_group, srste
+from cost_models.sparsity import BalancedGroupPattern
+from kernels.nm import group_rank
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+
+
+@dataclass(frozen=True, config=STRICT)
+class BalancedGroup:
+    method: Literal["balanced_group"] = "balanced_group"
+    keep: Annotated[StrictInt, Field(ge=1)] = 8
+    group: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    ramp_start: Fraction = 0.0
+    ramp_end: Fraction = 0.5
+    decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+
+    @model_validator(mode="after")
+    def _keep_at_most_group(self):
+        if self.group is not None and self.keep > self.group:
+            raise ValueError(f"keep={self.keep} is greater than group={self.group}")
+        if self.ramp_end < self.ramp_start:
+            raise ValueError(f"ramp_end={self.ramp_end} is before ramp_start={self.ramp_start}")
+        return self
+
+    def validate(self, layout: WeightLayout, layer: str) -> None:
+        if self.group is None:
+            raise SparsityError(f"layer {layer!r}: balanced_group needs a group size (hardware.pe_in)")
+        if self.keep > self.group:
+            raise SparsityError(f"layer {layer!r}: keep={self.keep} is greater than group={self.group} "
+                                f"(the engine's input parallelism)")
+        size = layout.shape[layout.in_axis]
+        if size % self.group:
+            raise SparsityError(f"layer {layer!r}: group={self.group} (the engine's input parallelism) does "
+                                f"not divide its {size} input channels (weight shape {tuple(layout.shape)})")
+
+    def kept(self, progress):
+        """Weights kept per group at this point of training (a traced integer-valued float)."""
+        return jnp.round(self.group - (self.group - self.keep) * cubic_ramp(progress, self.ramp_start, self.ramp_end))
+
+    def mask(self, weight, layout: WeightLayout, progress=1.0):
+        return (group_rank(weight, self.group, layout.in_axis) < self.kept(progress)).astype(weight.dtype)
+
+    def apply(self, weight, layout: WeightLayout, progress=1.0):
+        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)
+
+    def density(self, weight, layout, progress=1.0):
+        return self.kept(progress) / self.group
+
+    def pattern(self) -> BalancedGroupPattern:
+        return BalancedGroupPattern(self.keep, self.group)
+
+    def check(self, mask, layout: WeightLayout) -> PatternCheck:
+        counts = count_per_group(mask, self.group, layout.in_axis)
+        bad = int((counts != self.keep).sum())
+        return PatternCheck(bad == 0, f"{bad} of {counts.size} groups do not keep {self.keep} of {self.group}"
+                            if bad else f"all {counts.size} groups keep {self.keep} of {self.group}")

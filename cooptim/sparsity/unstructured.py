@@ -1,0 +1,80 @@
+"""`unstructured`: HASS's unstructured weight and activation sparsity (Yu et al., FPL 2024).
+
+Weights: magnitude pruning per layer, to a target `weight_density` (the threshold is that
+quantile of |W|, recomputed every step and ramped on a cubic schedule) or at a fixed
+`weight_threshold`. Activations: a thresholded ReLU on the layer's input, zeroing every input of
+magnitude at most `activation_threshold` (HASS induces activation sparsity this way). The
+thresholds are per layer (per-layer overrides in the config); the search over them is
+`cooptim.search` (co-optimization issue). Gradients: SR-STE on weights; activations pass their
+gradient where they are kept (the exact gradient of x * mask).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import jax
+import jax.numpy as jnp
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from cooptim.sparsity._config import STRICT
+from cooptim.sparsity._schedule import cubic_ramp
+from cooptim.sparsity.base import PatternCheck, WeightLayout
+from cooptim.sparsity.nm import srste
+from cost_models.sparsity import UnstructuredPattern
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+
+
+@dataclass(frozen=True, config=STRICT)
+class Unstructured:
+    method: Literal["unstructured"] = "unstructured"
+    weight_density: Optional[Annotated[float, Field(gt=0.0, le=1.0, strict=True)]] = None
+    weight_threshold: Optional[Annotated[float, Field(ge=0.0, strict=True)]] = None
+    activation_threshold: Annotated[float, Field(ge=0.0, strict=True)] = 0.0
+    ramp_start: Fraction = 0.0
+    ramp_end: Fraction = 0.5
+    decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+
+    @model_validator(mode="after")
+    def _one_weight_rule(self):
+        if (self.weight_threshold is None) == (self.weight_density is None):
+            raise ValueError("give exactly one of weight_density and weight_threshold")
+        return self
+
+    @property
+    def uses_project(self) -> bool:
+        return self.activation_threshold > 0
+
+    def validate(self, layout: WeightLayout, layer: str) -> None:
+        del layout, layer
+
+    def threshold(self, weight, progress=1.0):
+        if self.weight_threshold is not None:
+            return jnp.float32(self.weight_threshold) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        target = 1.0 - (1.0 - self.weight_density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        return jnp.quantile(jnp.abs(weight), 1.0 - target)
+
+    def mask(self, weight, layout: WeightLayout, progress=1.0):
+        threshold = self.threshold(weight, progress)
+        keep = jnp.abs(weight) > threshold
+        # at density 1 the quantile is the smallest magnitude: keep it too
+        keep = keep | (threshold <= jnp.min(jnp.abs(weight)))
+        return keep.astype(weight.dtype)
+
+    def apply(self, weight, layout: WeightLayout, progress=1.0):
+        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)
+
+    def density(self, weight, layout, progress=1.0):
+        return self.mask(weight, layout, progress).mean()
+
+    def project(self, x2d, weight2d, layout2d, progress=1.0):
+        x = x2d * (jnp.abs(x2d) > self.activation_threshold)
+        return x @ self.apply(weight2d, layout2d, progress)
+
+    def pattern(self) -> UnstructuredPattern:
+        return UnstructuredPattern()
+
+    def check(self, mask, layout: WeightLayout) -> PatternCheck:
+        return PatternCheck(True, "unstructured: any pattern is valid")

@@ -1,0 +1,110 @@
+"""Every sparsity method trains the digits CNN and keeps its pattern's invariant on the trained weights."""
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+from cooptim import config, train
+from cooptim.nn import sparse_layers
+from cooptim.sparsity import CSP, BalancedGroup
+from cooptim.sparsity.csp import cascade_lengths
+from cooptim.sparsity.nm import count_per_group
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def trained(tmp_path, method_config):
+    raw = yaml.safe_load((REPO / f"configs/digits_{method_config}.yaml").read_text())
+    raw["output_dir"] = str(tmp_path)
+    raw["train"] = {"steps": 300, "eval_every": 1000, "checkpoint_every": 300}
+    cfg = config.from_dict(raw)
+    report = train.run(cfg)
+    _, model, _ = train.load_run(cfg.run_dir)
+    pruned = [layer for _, layer in sparse_layers(model) if layer.sparsity.method != "dense"]
+    assert [l.layer_name for l in pruned] == ["conv2", "conv3"]
+    assert report["test_accuracy"] > 0.85, report["test_accuracy"]  # chance is 0.10
+    assert report["pattern_ok"]
+    return report, pruned
+
+
+def test_bdwp(tmp_path):
+    report, layers = trained(tmp_path, "bdwp")
+    for layer in layers:
+        w = np.asarray(layer.effective_kernel())
+        assert (count_per_group(w != 0, 8, layer.layout.in_axis) <= 2).all()  # forward: 2:8 along input
+        mask_b = np.asarray(layer.sparsity.mask(layer.kernel[...], layer.layout))
+        assert (count_per_group(mask_b, 8, layer.layout.in_axis) == 2).all()
+    assert report["hardware"]["speedup"] > 2.5  # 2:8 on the layers that hold ~98% of the MACs
+
+
+def test_balanced_group_keeps_the_same_count_in_every_group(tmp_path):
+    report, layers = trained(tmp_path, "balanced_group")
+    for layer in layers:
+        assert isinstance(layer.sparsity, BalancedGroup) and layer.sparsity.group == 16  # hardware.pe_in
+        counts = count_per_group(np.asarray(layer.mask()), 16, layer.layout.in_axis)
+        assert (counts == 4).all()
+    by_name = {r["name"]: r for r in report["layers"]}
+    assert by_name["conv2"]["density"] == 0.25
+
+
+def test_balanced_group_prunes_gradually():
+    method = BalancedGroup(keep=4, group=16, ramp_start=0.0, ramp_end=0.5)
+    kept = [float(method.kept(p)) for p in (0.0, 0.1, 0.25, 0.5, 0.9)]
+    assert kept[0] == 16 and kept[-2] == kept[-1] == 4 and kept == sorted(kept, reverse=True)
+
+
+def test_csp_rows_keep_a_prefix_of_whole_chunks(tmp_path):
+    report, layers = trained(tmp_path, "csp")
+    for layer in layers:
+        mask = np.asarray(layer.mask())
+        rows = np.moveaxis(mask, layer.layout.out_axis, -1).reshape(-1, mask.shape[layer.layout.out_axis])
+        chunks = rows.reshape(rows.shape[0], -1, 4)
+        assert ((chunks.sum(-1) == 0) | (chunks.sum(-1) == 4)).all()  # whole chunks
+        kept = chunks.any(-1)
+        assert (np.diff(kept.astype(int), axis=1) <= 0).all()  # a prefix: no kept chunk after a pruned one
+        lengths = cascade_lengths(mask, layer.layout, 4)
+        assert (kept.sum(-1) == lengths).all() and lengths.min() >= 0
+        assert abs(mask.mean() - 0.25) < 0.05
+
+
+def test_csp_check_catches_a_broken_cascade():
+    method = CSP(weight_density=0.5, chunk=2)
+    from cooptim.sparsity import WeightLayout
+
+    layout = WeightLayout((2, 4), in_axis=0, out_axis=1)
+    assert method.check(np.array([[1, 1, 0, 0], [1, 1, 1, 1]]), layout).ok
+    assert not method.check(np.array([[0, 0, 1, 1], [1, 1, 1, 1]]), layout).ok  # not a prefix
+    assert not method.check(np.array([[1, 0, 0, 0], [1, 1, 1, 1]]), layout).ok  # half a chunk
+
+
+def test_unstructured_respects_its_thresholds(tmp_path):
+    report, layers = trained(tmp_path, "unstructured")
+    for layer in layers:
+        w = np.abs(np.asarray(layer.kernel[...]))
+        mask = np.asarray(layer.mask())
+        threshold = float(layer.sparsity.threshold(jnp.asarray(layer.kernel[...])))
+        assert (w[mask == 1] > threshold).all() and (w[mask == 0] <= threshold).all()
+        assert abs(mask.mean() - 0.25) < 0.01
+    # activations at or below the threshold do not reach the layer
+    layer = layers[0]
+    w2d = layer.kernel[...].reshape(-1, layer.layout.shape[3])
+    x2d = jnp.asarray(np.resize([0.01, -0.04, 0.2, -0.3], (2, w2d.shape[0])), jnp.float32)
+    from cooptim.sparsity import WeightLayout
+
+    y = layer.sparsity.project(x2d, w2d, WeightLayout(w2d.shape, 0, 1))
+    kept = x2d * (jnp.abs(x2d) > 0.05)
+    np.testing.assert_allclose(y, kept @ layer.sparsity.apply(w2d, WeightLayout(w2d.shape, 0, 1)), rtol=1e-5)
+
+
+def test_method_errors_name_the_layer():
+    with pytest.raises(config.ConfigError, match="give exactly one of weight_density and weight_threshold"):
+        config.from_dict({"name": "x", "sparsity": {"default": {"method": "unstructured"}}})
+    cfg = config.from_dict({"name": "x", "hardware": {"pe_in": 12}, "sparsity": {
+        "default": {"method": "balanced_group", "keep": 4}, "layers": {"conv1": {"method": "dense"}}}})
+    from cooptim.nn import build_model
+
+    with pytest.raises(config.ConfigError, match="layer 'conv2': group=12 .* does not divide its 16 input channels"):
+        build_model(cfg, (8, 8, 1), 10, source="f.yaml")
