@@ -279,6 +279,7 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
         with metrics_path.open("a") as log:
             for step in range(start, steps):
                 nn.set_progress(model, step / steps)
+                nn.refresh_masks(model, step)
                 images, labels = stream.batch(step)
                 loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
                 done = step + 1

@@ -126,3 +126,20 @@ def test_zoo_forward_pass_with_a_sparsity_method(name):
     model.eval()
     assert nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, *shape))).shape == (1, 7)
     assert any(layer.sparsity.method == "nm" for _, layer in sparse_layers(model))
+
+
+def test_nm_mask_interval_keeps_the_stored_mask_until_it_is_due():
+    from cooptim.nn import refresh_masks
+
+    layer = SparseDense(8, 2, name="d", sparsity=NM(n=1, m=4, mask_interval=10), rngs=nnx.Rngs(0))
+    before = np.asarray(layer.mask())
+    layer.kernel[...] = -layer.kernel[...] * jnp.asarray(1 - before) * 10 + layer.kernel[...] * jnp.asarray(before) * 0.01
+    refresh_masks(layer, 3)  # not due: the forward pass still uses the old mask
+    np.testing.assert_array_equal(layer.mask(), before)
+    np.testing.assert_array_equal(layer.effective_kernel(), layer.kernel[...] * before)
+    refresh_masks(layer, 10)  # due: recomputed from the new magnitudes
+    after = np.asarray(layer.mask())
+    assert not np.array_equal(after, before)
+    assert (after.reshape(2, 4, 2).sum(1) == 1).all()
+    with pytest.raises(Exception, match="cannot be combined with mask_interval"):
+        NM(kernel=True, mask_interval=5)

@@ -179,3 +179,19 @@ def test_cli_reports_bad_config_and_writes_nothing(tmp_path):
 def test_load_run_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(train.RunError, match="is not a run folder"):
         train.load_run(tmp_path)
+
+
+def test_nm_with_a_mask_interval_trains_and_resumes_exactly(tmp_path):
+    interval = {"steps": 120, "checkpoint_every": 40}
+    nm = {"method": "nm", "n": 2, "m": 4, "mask_interval": 25}
+    full = quick_cfg(tmp_path / "a", train=interval, sparsity={"default": nm})
+    cut = quick_cfg(tmp_path / "b", train=interval, sparsity={"default": nm})
+    report = train.run(full)
+    assert report["pattern_ok"] and report["test_accuracy"] > 0.85
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cut, reporter=StopAt(70))
+    train.run(cut, resume=True)
+    a, b = restore_model(full, 120), restore_model(cut, 120)
+    for (_, la), (_, lb) in zip(sparse_layers(a), sparse_layers(b)):
+        np.testing.assert_array_equal(la.kernel[...], lb.kernel[...])
+        np.testing.assert_array_equal(la.mask(), lb.mask())

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
-from cooptim.nn.layers import Progress, SparseConv, SparseDense, SparseLayer, record_layers, set_progress
+from cooptim.nn.layers import (Progress, SparseConv, SparseDense, SparseLayer, StoredMask, record_layers,
+                               refresh_masks, set_progress)
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
 from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
 
@@ -101,6 +102,8 @@ __all__ = [
     "describe",
     "record_layers",
     "set_progress",
+    "refresh_masks",
+    "StoredMask",
     "Progress",
     "resnet20",
     "sparse_layers",

@@ -53,6 +53,18 @@ class Progress(nnx.Variable):
     it. The trainer sets it every step (`set_progress`); it is 1 outside training. Not trained."""
 
 
+class StoredMask(nnx.Variable):
+    """A mask kept between recomputations (methods with `mask_interval` > 1). Not trained."""
+
+
+def refresh_masks(model: nnx.Module, step: int) -> None:
+    """Recomputes the stored masks that are due at `step` (every `mask_interval` steps)."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, SparseLayer) and node.stored_mask is not None:
+            if step % node.sparsity.mask_interval == 0:
+                node.stored_mask[...] = node.sparsity.mask(node.kernel[...], node.layout, node.progress[...])
+
+
 def set_progress(model: nnx.Module, value: float) -> None:
     for _, node in nnx.iter_graph(model):
         if isinstance(node, SparseLayer):
@@ -74,12 +86,23 @@ class SparseLayer(nnx.Module):
         self.sparsity = sparsity
         self.progress = Progress(jnp.float32(1.0))
 
+    def _init_stored_mask(self) -> None:
+        """Assigned once, after the weight exists (NNX fixes an attribute's kind at first assignment)."""
+        if getattr(self.sparsity, "mask_interval", 1) > 1:
+            self.stored_mask = StoredMask(self.sparsity.mask(self.kernel[...], self.layout))
+        else:
+            self.stored_mask = None
+
     def effective_kernel(self) -> jax.Array:
         """The weight the forward pass uses (masked by the method)."""
+        if self.stored_mask is not None:
+            return self.sparsity.apply_mask(self.kernel[...], self.stored_mask[...])
         return self.sparsity.apply(self.kernel[...], self.layout, self.progress[...])
 
     def mask(self) -> jax.Array:
-        """The method's current 0/1 keep-mask of the weight."""
+        """The 0/1 keep-mask the forward pass uses."""
+        if self.stored_mask is not None:
+            return self.stored_mask[...]
         return self.sparsity.mask(self.kernel[...], self.layout, self.progress[...])
 
     def density(self) -> jax.Array:
@@ -124,6 +147,7 @@ class SparseConv(SparseLayer):
         self._setup(name, shape, 2, 3, sparsity)
         init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+        self._init_stored_mask()
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -133,7 +157,8 @@ class SparseConv(SparseLayer):
 
             cols, (b, ho, wo) = im2col(x, self.layout.shape[:2], self.strides, self.padding)
             w2d = self.kernel[...].astype(x.dtype).reshape(-1, self.out_features)
-            y = self._matmul(cols, w2d, None).reshape(b, ho, wo, self.out_features)
+            effective2d = lambda: self.effective_kernel().astype(x.dtype).reshape(-1, self.out_features)
+            y = self._matmul(cols, w2d, effective2d).reshape(b, ho, wo, self.out_features)
         else:
             y = jax.lax.conv_general_dilated(
                 x,
@@ -177,6 +202,7 @@ class SparseDense(SparseLayer):
         self._setup(name, shape, 0, 1, sparsity)
         init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+        self._init_stored_mask()
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:

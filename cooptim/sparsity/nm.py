@@ -65,6 +65,8 @@ class NM:
       decay: SR-STE's lambda_w, the decay on pruned weights (the paper uses 2e-4).
       kernel: compute the layer through `kernels.nm` (compressed N:M matmul: Pallas on GPU, XLA
         on CPU) instead of a dense op on the masked weight; same values, same gradients.
+      mask_interval: recompute the mask from the weights every this many steps (1: every step, as
+        SR-STE does); in between, the stored mask is used (it is checkpointed with the model).
     """
 
     method: Literal["nm"] = "nm"
@@ -73,9 +75,13 @@ class NM:
     axis: Literal["input", "output"] = "input"
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
     kernel: StrictBool = False
+    mask_interval: Annotated[StrictInt, Field(ge=1)] = 1
 
     @model_validator(mode="after")
     def _n_at_most_m(self):
+        if self.kernel and self.mask_interval > 1:
+            raise ValueError("kernel: true recomputes the mask inside the kernel call; it cannot be "
+                             "combined with mask_interval > 1")
         if self.n > self.m:
             raise ValueError(f"N={self.n} is greater than M={self.m}: N:M keeps N of every M")
         return self
@@ -97,8 +103,11 @@ class NM:
         return nm_mask(weight, self.n, self.m, layout.axis(self.axis))
 
     def apply(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
-        mask = jax.lax.stop_gradient(self.mask(weight, layout))
-        return srste(weight, mask, self.decay)
+        return self.apply_mask(weight, self.mask(weight, layout))
+
+    def apply_mask(self, weight: jax.Array, mask: jax.Array) -> jax.Array:
+        """The effective weight for a given (stored) mask, with the SR-STE gradient."""
+        return srste(weight, jax.lax.stop_gradient(mask), self.decay)
 
     def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
         del weight, layout, progress
