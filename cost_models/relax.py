@@ -5,7 +5,7 @@
   temperature is a relative tolerance, not in cycles).
 - `soft_ceil` (in `cost_models.sparsity`): ceil as a sum of sigmoid steps.
 - Continuous folding: folding factors are exp(theta) for a free theta, so gradient steps move
-  them multiplicatively, and `round_folding` snaps them to the nearest valid divisors.
+  them multiplicatively, and `nearest_divisor` snaps each back to a valid divisor.
 """
 
 from __future__ import annotations

@@ -187,3 +187,13 @@ def test_user_devices_from_yaml(tmp_path):
     path.write_text("bad: {dsp: -1, bram18: 200, lut: 1000, ff: 2000, clock_mhz: 150, bandwidth_gbps: 10}\n")
     with pytest.raises(devices.DeviceError, match="device 'bad': dsp must be a number >= 0"):
         devices.load_devices(path)
+
+
+def test_log_space_folding_helpers():
+    from cost_models import relax
+
+    theta = relax.log_of_folding(df.Folding(np.array([4]), np.array([1]), np.array([1]), np.array([9])))
+    np.testing.assert_allclose(relax.folding_from_log(theta.coarse_in, 1, 8), [4.0], rtol=1e-6)
+    assert float(relax.folding_from_log(jnp.log(100.0), 1, 8)) == 8.0  # clipped to the layer's range
+    assert relax.nearest_divisor(5.0, 64) == 4 and relax.nearest_divisor(6.0, 64) == 8  # log-nearest
+    assert relax.nearest_divisor(2.9, 9) == 3 and relax.nearest_divisor(0.5, 9) == 1
