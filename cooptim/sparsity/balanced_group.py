@@ -18,14 +18,13 @@ import jax.numpy as jnp
 from pydantic import Field, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
-from cooptim.sparsity._config import STRICT
+from cooptim.sparsity._config import STRICT, Fraction
 from cooptim.sparsity._schedule import cubic_ramp
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
 from cooptim.sparsity.nm import count_per_group, srste
 from cost_models.sparsity import BalancedGroupPattern
 from kernels.nm import group_rank
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -23,13 +23,12 @@ import numpy as np
 from pydantic import Field, StrictInt
 from pydantic.dataclasses import dataclass
 
-from cooptim.sparsity._config import STRICT
+from cooptim.sparsity._config import STRICT, Fraction
 from cooptim.sparsity._schedule import cubic_ramp
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
 from cooptim.sparsity.nm import srste
 from cost_models.sparsity import CSPPattern
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
 def _as_rows(x, layout: WeightLayout):

@@ -18,13 +18,12 @@ import jax.numpy as jnp
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from cooptim.sparsity._config import STRICT
+from cooptim.sparsity._config import STRICT, Fraction
 from cooptim.sparsity._schedule import cubic_ramp
 from cooptim.sparsity.base import PatternCheck, WeightLayout
 from cooptim.sparsity.nm import srste
 from cost_models.sparsity import UnstructuredPattern
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 
 
 @dataclass(frozen=True, config=STRICT)
