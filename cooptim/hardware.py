@@ -23,15 +23,15 @@ def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
         raise ConfigError(f"{source}: '{key}': {e}") from None
 
 
-def network_of(model, in_shape, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
-    """The cost model's description of a cooptim model: its sparse layers' shapes and patterns."""
+def network_of(model, descriptions, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
+    """The cost model's description of a cooptim model, from its traced layer shapes
+    (`nn.describe`) and its layers' patterns (all dense with `dense=True`)."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    descriptions = nn.describe(model, in_shape)
     patterns = [cm.DensePattern() if dense else layers[d.name].sparsity.pattern() for d in descriptions]
     return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits))
 
 
-def _summary(cost, device: cm.Device) -> dict:
+def _summary(cost) -> dict:
     util = {k: float(v) for k, v in cost.utilisation.items()} if hasattr(cost, "utilisation") else {}
     return {
         "throughput": float(cost.throughput),
@@ -50,19 +50,22 @@ def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Devic
     hw = cfg.hardware
     if hw.accelerator == "overlay":
         cost = cm.overlay.evaluate(net, cm.overlay.Engine(hw.pe_in, hw.pe_out), density, device)
-        return {**_summary(cost, device), "folding": None}
+        return {**_summary(cost), "folding": None}
     result = cm.dse.greedy(net, density, device)
     names = list(net.names)
     folding = {name: {f: int(np.asarray(v)[i]) for f, v in zip(cm.Folding._fields, result.folding)}
                for i, name in enumerate(names)}
-    return {**_summary(result.cost, device), "folding": folding}
+    return {**_summary(result.cost), "folding": folding}
 
 
-def hardware_report(model, in_shape, cfg: Config, source: str = "<config>") -> dict:
-    """Cost of the trained network and of its dense counterpart on the configured device."""
+def hardware_report(model, descriptions, cfg: Config, source: str = "<config>") -> dict:
+    """Cost of the trained network and of its dense counterpart on the configured device.
+
+    `descriptions`: the model's traced layer shapes, `nn.describe(model, in_shape)`.
+    """
     device = device_of(cfg.hardware, source)
-    sparse_net = network_of(model, in_shape, cfg.hardware)
-    dense_net = network_of(model, in_shape, cfg.hardware, dense=True)
+    sparse_net = network_of(model, descriptions, cfg.hardware)
+    dense_net = network_of(model, descriptions, cfg.hardware, dense=True)
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     # the measured density of each layer's mask (structured patterns: their exact work fraction)
     weight = np.array([float(np.asarray(layers[n].mask()).mean()) for n in sparse_net.names], np.float32)

@@ -192,11 +192,12 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def layer_report(model, in_shape) -> list[dict]:
-    """Per sparse layer: shapes, method, pattern, density, MACs and the pattern check."""
+def layer_report(model, descriptions) -> list[dict]:
+    """Per sparse layer (`descriptions` = `nn.describe(model, in_shape)`): shapes, method, pattern,
+    density, MACs and the pattern check."""
     rows = []
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    for desc in nn.describe(model, in_shape):
+    for desc in descriptions:
         layer = layers[desc.name]
         mask = np.asarray(layer.mask())
         density = float(mask.mean())
@@ -321,8 +322,9 @@ def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test
                  source: str = "<config>") -> dict:
     from cooptim.hardware import hardware_report
 
-    layers = layer_report(model, dataset.image_shape)
-    hardware = hardware_report(model, dataset.image_shape, cfg, source)
+    descriptions = nn.describe(model, dataset.image_shape)  # traced once, used by both reports
+    layers = layer_report(model, descriptions)
+    hardware = hardware_report(model, descriptions, cfg, source)
     for row, cycles in zip(layers, hardware["sparse"]["layer_cycles"]):
         row["cycles"] = cycles
     macs = sum(r["macs"] for r in layers)

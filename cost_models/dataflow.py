@@ -258,17 +258,10 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
                       ((t["kh"] - 1) * t["wp"] + t["kw"]) * t["c_in"] / np.maximum(t["in_pad_words"], 1), 0.0)
     t["fill"] = np.where((t["kind"] == DENSE_LAYER) | (t["kind"] == GLOBAL_POOL), 1.0, window)
-    # Binomial coefficients for every layer's window size (HASS), padded to the largest window.
-    kmax = int(t["k2"].max())
-    j = np.arange(kmax + 1)
-    log_comb = np.full((len(rows), kmax + 1), -np.inf)
-    for i, n in enumerate(t["k2"].astype(int)):
-        log_comb[i, : n + 1] = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)]
-    t["log_comb"], t["j"] = log_comb, j.astype(np.float64)
     return t
 
 
-def _dsp_per_multiplier(p: Precision) -> float:
+def dsp_per_multiplier(p: Precision) -> float:
     # fpgaConvNet (chisel backend): ceil(dw/18) * ceil(ww/27) DSP48 per multiplier, and two
     # multiplications packed per DSP when both operands are <= 8 bits.
     dsp = math.ceil(p.data_bits / 18) * math.ceil(p.weight_bits / 27)
@@ -321,14 +314,8 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     # positions = max(windows the sliding window yields, Ho*Wo) (see `tables`).
     dot_products = t["positions"] * (t["c_in"] / groups) / ci * (t["c_out"] / groups) / co * groups / cg
     # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact.
-    p = jnp.clip(d_w * d_a, 0.0, 1.0)[:, None]
-    jj = t["j"][None, :]
-    n = t["k2"][:, None]
-    pmf = jnp.exp(t["log_comb"]) * jnp.where(jj == 0, 1.0, p ** jj) * \
-        jnp.where(jj >= n, 1.0, (1.0 - p) ** jnp.maximum(n - jj, 0.0))
-    window_cycles = sp.soft_ceil(jj / fine[:, None], int(t["k2"].max()), temperature)
-    window_cycles = jnp.where((jj == 0) & ~t["skip_zero"][:, None], 1.0, window_cycles)
-    sparse_window = (pmf * window_cycles).sum(-1)
+    sparse_window = sp.expected_window_cycles(t["k2"].astype(int), jnp.clip(d_w * d_a, 0.0, 1.0), fine,
+                                              temperature, t["skip_zero"])
     # Structured (N:M, Kang, CSP): the reduction shrinks by the density (SAT, Kang, CSP);
     # DPACS: active positions x active channels.
     factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
@@ -356,7 +343,7 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     multipliers = jnp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
     # fpgaConvNet (hls): the dot-product multipliers plus one accumulator per output stream.
     accumulators = jnp.select([is_conv, is_dense], [co * cg, co], 0.0)
-    layer_dsp = multipliers * _dsp_per_multiplier(pr) + accumulators
+    layer_dsp = multipliers * dsp_per_multiplier(pr) + accumulators
     stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)  # structured patterns store kept values only
     weight_bits = pr.weight_bits + t["index_bits"]
     banks = jnp.maximum(multipliers, 1.0)

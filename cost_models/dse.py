@@ -93,7 +93,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
     options = factor_options(net)
     cost_fn = _batched_cost(net, device)
     current = np.ones((4, len(net)), np.int32)
-    interval, cycles, util, _ = (np.asarray(x)[0] for x in cost_fn(_stack([current]), density))
+    _, cycles, util, _ = (np.asarray(x)[0] for x in cost_fn(_stack([current]), density))
     evaluations = 1
     if (util > limit).any():
         _check_fits_alone(net, density, device, limit)
@@ -112,7 +112,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
                 candidates.append(step)
         if not candidates:
             break
-        c_int, c_cycles, c_util, _ = (np.asarray(x) for x in cost_fn(_stack(candidates), density))
+        _, c_cycles, c_util, _ = (np.asarray(x) for x in cost_fn(_stack(candidates), density))
         evaluations += len(candidates)
         fits = (c_util <= limit).all(axis=1)
         faster = c_cycles[:, bottleneck] < cycles[bottleneck] * (1 - 1e-9)
@@ -125,7 +125,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
         spent = np.maximum((c_util[ok] - util[None, :]).max(axis=1), 1e-6)
         best = ok[int(np.argmax(gain / spent))]
         current = candidates[best]
-        interval, cycles, util = c_int[best], c_cycles[best], c_util[best]
+        cycles, util = c_cycles[best], c_util[best]
     folding = df.Folding(*(current[k] for k in range(4)))
     return DSEResult(folding, df.evaluate(net, folding, density, device), evaluations)
 

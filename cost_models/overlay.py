@@ -17,7 +17,6 @@ Sparsity:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
 
 import jax
@@ -103,11 +102,9 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     layer_cycles = smooth_max(jnp.stack([compute, memory]), temperature, axis=0)
     cycles = layer_cycles.sum()
     clock_hz = device.clock_mhz * 1e6
-    mult = math.ceil(pr.data_bits / 18) * math.ceil(pr.weight_bits / 27) * (
-        0.5 if pr.data_bits <= 8 and pr.weight_bits <= 8 else 1.0)
     effective_macs = (t["macs"] * factor).sum()
     energy_j = ((effective_macs * energy.pj_per_mac + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
                 + energy.static_watts * cycles / clock_hz)
     return OverlayCost(layer_cycles, compute, memory, cycles, clock_hz / cycles, cycles / clock_hz,
-                       jnp.float32(engine.pe_in * engine.pe_out * mult), dram_bits.sum(), energy_j,
+                       jnp.float32(engine.pe_in * engine.pe_out * df.dsp_per_multiplier(pr)), dram_bits.sum(), energy_j,
                        effective_macs)

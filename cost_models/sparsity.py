@@ -166,19 +166,29 @@ Pattern = Union[DensePattern, NMPattern, BalancedGroupPattern, CSPPattern, Dynam
                 UnstructuredPattern]
 
 
-def binomial_pmf(n: int, p: jax.Array) -> jax.Array:
-    """P[X = j], j = 0..n, for X ~ Binomial(n, p); exact and differentiable in p.
+def binomial_pmf(n, p: jax.Array) -> jax.Array:
+    """P[X = j], j = 0..max(n), for X ~ Binomial(n, p); exact and differentiable in p.
 
     Args:
-      n: number of trials (static int).
-      p: success probability, any shape; the result has shape p.shape + (n + 1,).
+      n: number of trials: a static int, or a NumPy int array broadcastable with p (one window
+        size per layer); entries past each n are 0.
+      p: success probability, any shape.
+    Returns:
+      shape broadcast(p, n).shape + (max(n) + 1,).
     """
-    j = np.arange(n + 1)
-    log_comb = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
+    n = np.asarray(n)
+    kmax = int(n.max())
+    j = np.arange(kmax + 1)
+    log_comb = np.full(n.shape + (kmax + 1,), -np.inf)
+    for index, trials in np.ndenumerate(n):
+        k = np.arange(trials + 1)
+        log_comb[index][: trials + 1] = [math.lgamma(trials + 1) - math.lgamma(i + 1) - math.lgamma(trials - i + 1)
+                                         for i in k]
     p = jnp.asarray(p)[..., None]
+    trials = n[..., None]
     # p**j (1-p)**(n-j), written with where() so that p = 0 or 1 give exact values and finite grads.
     pj = jnp.where(j == 0, 1.0, jnp.power(p, j))
-    qj = jnp.where(j == n, 1.0, jnp.power(1.0 - p, n - j))
+    qj = jnp.where(j >= trials, 1.0, jnp.power(1.0 - p, np.maximum(trials - j, 0)))
     return jnp.exp(log_comb) * pj * qj
 
 
@@ -194,18 +204,21 @@ def soft_ceil(y: jax.Array, max_value: int, temperature: float | None) -> jax.Ar
     return jax.nn.sigmoid((y[..., None] - k - 0.01) / temperature).sum(-1)
 
 
-def expected_window_cycles(window: int, density: jax.Array, fine: jax.Array,
-                           temperature: float | None = None, skip_zero_windows: bool = True) -> jax.Array:
+def expected_window_cycles(window, density: jax.Array, fine: jax.Array,
+                           temperature: float | None = None, skip_zero_windows=True) -> jax.Array:
     """Expected cycles of a sparse dot-product unit with `fine` multipliers over one window.
 
     HASS (FPL 2024), Sec. III: a window of `window` (= K^2) products with j non-zeros takes
     ceil(j / fine) cycles; with non-zero probability `density` (weight x activation density) per
     product, j ~ Binomial(window, density), so E = sum_j ceil(j / fine) * P[j]. Computed exactly,
     not by sampling. A window with no non-zero costs 0 cycles if skipped, else 1.
+
+    `window` and `skip_zero_windows` may be NumPy arrays (one entry per layer) broadcastable with
+    `density` and `fine`.
     """
     pmf = binomial_pmf(window, density)
-    j = np.arange(window + 1)
-    cycles = soft_ceil(j / jnp.asarray(fine)[..., None], window, temperature)
-    if not skip_zero_windows:
-        cycles = cycles.at[..., 0].set(1.0)
+    kmax = int(np.max(window))
+    j = np.arange(kmax + 1)
+    cycles = soft_ceil(j / jnp.asarray(fine)[..., None], kmax, temperature)
+    cycles = jnp.where((j == 0) & ~np.asarray(skip_zero_windows)[..., None], 1.0, cycles)
     return (pmf * cycles).sum(-1)

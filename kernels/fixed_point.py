@@ -84,12 +84,11 @@ def overflow(q: jax.Array, fmt: Format, mode: Overflow = "saturate") -> jax.Arra
     if mode == "saturate":
         return jnp.clip(q, fmt.min_int, fmt.max_int).astype(jnp.int32)
     if mode == "wrap":
-        span = 1 << fmt.bits
-        q64 = q.astype(jnp.int64) if jax.config.jax_enable_x64 else q.astype(jnp.int32)
         if fmt.bits == 32:
             return q.astype(jnp.int32)  # int32 arithmetic already wraps at 32 bits
-        wrapped = jnp.bitwise_and(q64 - fmt.min_int, span - 1) + fmt.min_int
-        return wrapped.astype(jnp.int32)
+        # int32 arithmetic is exact modulo 2**32, so the low `bits` bits of q - min are right
+        low = jnp.bitwise_and(q.astype(jnp.int32) - fmt.min_int, (1 << fmt.bits) - 1)
+        return (low + fmt.min_int).astype(jnp.int32)
     raise FixedPointError(f"unknown overflow mode {mode!r}")
 
 

@@ -21,7 +21,7 @@ from pydantic.dataclasses import dataclass
 from cooptim.sparsity._config import STRICT, Fraction
 from cooptim.sparsity._schedule import cubic_ramp
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
-from cooptim.sparsity.nm import count_per_group, srste
+from cooptim.sparsity.nm import check_count_per_group, srste
 from cost_models.sparsity import BalancedGroupPattern
 from kernels.nm import group_rank
 
@@ -72,7 +72,4 @@ class BalancedGroup:
         return BalancedGroupPattern(self.keep, self.group)
 
     def check(self, mask, layout: WeightLayout) -> PatternCheck:
-        counts = count_per_group(mask, self.group, layout.in_axis)
-        bad = int((counts != self.keep).sum())
-        return PatternCheck(bad == 0, f"{bad} of {counts.size} groups do not keep {self.keep} of {self.group}"
-                            if bad else f"all {counts.size} groups keep {self.keep} of {self.group}")
+        return check_count_per_group(mask, self.keep, self.group, layout.in_axis)

@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
-from cooptim.sparsity.nm import count_per_group, srste
+from cooptim.sparsity.nm import check_count_per_group, srste
 from cost_models.sparsity import NMPattern
 from kernels.nm import bdwp_matmul, nm_mask
 
@@ -93,7 +93,4 @@ class BDWP:
         return NMPattern(self.n, self.m, "input")
 
     def check(self, mask, layout: WeightLayout) -> PatternCheck:
-        counts = count_per_group(mask, self.m, layout.in_axis)
-        bad = int((counts != self.n).sum())
-        return PatternCheck(bad == 0, f"{bad} of {counts.size} groups do not keep {self.n} of {self.m}"
-                            if bad else f"all {counts.size} groups keep {self.n} of {self.m}")
+        return check_count_per_group(mask, self.n, self.m, layout.in_axis)

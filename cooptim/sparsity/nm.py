@@ -53,6 +53,15 @@ def count_per_group(mask, m: int, axis: int) -> np.ndarray:
     return (moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m) != 0).sum(-1)
 
 
+def check_count_per_group(mask, keep: int, m: int, axis: int) -> PatternCheck:
+    """Does every group of `m` along `axis` keep exactly `keep`? (N:M, BDWP, Kang's groups)"""
+    counts = count_per_group(mask, m, axis)
+    bad = int((counts != keep).sum())
+    if bad:
+        return PatternCheck(False, f"{bad} of {counts.size} groups do not keep exactly {keep} of {m}")
+    return PatternCheck(True, f"all {counts.size} groups keep {keep} of {m}")
+
+
 @dataclass(frozen=True, config=STRICT)
 class NM:
     """N:M sparsity with SR-STE.
@@ -128,10 +137,4 @@ class NM:
         return NMPattern(n=self.n, m=self.m, axis=self.axis)
 
     def check(self, mask, layout: WeightLayout) -> PatternCheck:
-        counts = count_per_group(mask, self.m, layout.axis(self.axis))
-        bad = int((counts != self.n).sum())
-        if bad:
-            return PatternCheck(
-                False, f"{bad} of {counts.size} groups do not keep exactly {self.n} of {self.m}"
-            )
-        return PatternCheck(True, f"all {counts.size} groups keep {self.n} of {self.m}")
+        return check_count_per_group(mask, self.n, self.m, layout.axis(self.axis))
