@@ -97,7 +97,7 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=STRICT)
 class HardwareConfig:
-    """The accelerator the network is designed for and the weight of its cost in the loss.
+    """The accelerator the network is designed for (its cost in the loss: `ObjectiveConfig`).
 
     `device` names a board of `cost_models.DEVICES`, or of `devices_file` (YAML, see
     `cost_models.load_devices`). `dataflow`: one engine per layer, folding chosen by the greedy
@@ -112,7 +112,41 @@ class HardwareConfig:
     weight_bits: Annotated[StrictInt, Field(ge=2, le=32)] = 16
     pe_in: PositiveInt = 16
     pe_out: PositiveInt = 16
-    cost_weight: NonNegativeFloat = 0.0
+
+
+@dataclass(frozen=True, config=STRICT)
+class ObjectiveConfig:
+    """The hardware term of the training loss (`cooptim.objective`); off while `weight` is 0.
+
+    loss = task loss + lambda(t) * cost + resource_weight * sum(max(0, utilisation - 1)^2)
+           + density_weight * (overall density - density_target)^2
+
+    cost: `throughput` (-log images/s), `latency` (log seconds) or `energy` (log joules per image)
+      of the current densities under the relaxed dataflow cost model.
+    lambda(t) rises linearly from 0 to `weight` between `warmup_start` and `warmup_end` (fractions
+      of training); the relaxation temperature falls geometrically from `temperature_start` to
+      `temperature_end` over training.
+    density_target: MAC-weighted density of the prunable layers (None: no target).
+    learn_density: give every pruned layer a trained density variable (unstructured/csp: kept
+      fraction; nm: N of M; balanced_group: kept per group; dynamic: the gate target), so the
+      gradient can move sparsity between layers. Otherwise only the methods' own densities move.
+    folding: `dse` re-solves the integer folding with the greedy DSE every `dse_every` steps (and
+      holds it fixed in between); `fixed` solves it once, for the initial densities.
+    """
+
+    weight: NonNegativeFloat = 0.0
+    cost: Literal["throughput", "latency", "energy"] = "throughput"
+    warmup_start: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.0
+    warmup_end: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.3
+    temperature_start: PositiveFloat = 0.2
+    temperature_end: PositiveFloat = 0.02
+    resource_weight: NonNegativeFloat = 10.0
+    density_target: Optional[Annotated[float, Field(gt=0.0, le=1.0, strict=True)]] = None
+    density_weight: NonNegativeFloat = 50.0
+    learn_density: StrictBool = False
+    density_lr_scale: PositiveFloat = 10.0
+    folding: Literal["dse", "fixed"] = "dse"
+    dse_every: PositiveInt = 100
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -127,6 +161,7 @@ class Config:
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
     hardware: HardwareConfig = HardwareConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
     output_dir: StrictStr = "runs"
 
     @property

@@ -27,7 +27,7 @@ def network_of(model, descriptions, hw: HardwareConfig, *, dense: bool = False) 
     """The cost model's description of a cooptim model, from its traced layer shapes
     (`nn.describe`) and its layers' patterns (all dense with `dense=True`)."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    patterns = [cm.DensePattern() if dense else layers[d.name].sparsity.pattern() for d in descriptions]
+    patterns = [cm.DensePattern() if dense else layers[d.name].current_method().pattern() for d in descriptions]
     return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits))
 
 
@@ -58,18 +58,38 @@ def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Devic
     return {**_summary(result.cost), "folding": folding}
 
 
-def hardware_report(model, descriptions, cfg: Config, source: str = "<config>") -> dict:
+def densities_of(model, names, gates: dict | None = None) -> cm.Density:
+    """The cost model's densities of a trained model's layers `names`.
+
+    Static patterns: the measured density of each layer's mask (for structured patterns, their exact
+    work fraction). Dynamically gated layers (`gates` = `nn.measure_gates`): weight = the active
+    channel fraction (the weights that are loaded), activation = the active (position, channel)
+    fraction divided by it, so that their product is the measured work fraction.
+    """
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    gates = gates or {}
+    weight, activation = [], []
+    for name in names:
+        if name in gates:
+            channel = max(gates[name]["channel"], 1e-6)
+            weight.append(channel)
+            activation.append(min(gates[name]["density"] / channel, 1.0))
+        else:
+            weight.append(float(np.asarray(layers[name].mask()).mean()))
+            activation.append(1.0)
+    return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
+
+
+def hardware_report(model, descriptions, cfg: Config, source: str = "<config>", gates: dict | None = None) -> dict:
     """Cost of the trained network and of its dense counterpart on the configured device.
 
-    `descriptions`: the model's traced layer shapes, `nn.describe(model, in_shape)`.
+    `descriptions`: the model's traced layer shapes, `nn.describe(model, in_shape)`; `gates`: the
+    measured gate activity of dynamically gated layers (`nn.measure_gates`).
     """
     device = device_of(cfg.hardware, source)
     sparse_net = network_of(model, descriptions, cfg.hardware)
     dense_net = network_of(model, descriptions, cfg.hardware, dense=True)
-    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    # the measured density of each layer's mask (structured patterns: their exact work fraction)
-    weight = np.array([float(np.asarray(layers[n].mask()).mean()) for n in sparse_net.names], np.float32)
-    sparse = evaluate(sparse_net, cm.Density(weight, np.ones_like(weight)), cfg, device)
+    sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
     bottleneck = int(np.argmax(sparse["layer_cycles"]))
     return {

@@ -80,10 +80,44 @@ def _is_kernel(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def _loss_and_logits(model, images, labels):
-    logits = model(images)
+def _task_loss(model, images, labels):
+    """(cross-entropy plus each dynamically gated layer's sparsity-target loss (DPACS), logits,
+    gate records)."""
+    with nn.collect_gates() as gates:
+        logits = model(images)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    for gate in gates:
+        loss = loss + gate.layer.sparsity.target_loss(gate.density, gate.layer.learned_density())
+    return loss, logits, gates
+
+
+def _loss_and_logits(model, images, labels):
+    loss, logits, _ = _task_loss(model, images, labels)
     return loss, logits
+
+
+def make_cost_aware_step(objective):
+    """The train step with the hardware terms of `objective` (`cooptim.objective`) in the loss.
+
+    step(model, optimizer, images, labels, folding, lam, temperature) -> (loss, accuracy, terms,
+    gate_stats): terms has the hardware cost, relaxed throughput and overall density; gate_stats
+    maps each gated layer to its (density, channel fraction) on the batch."""
+    from cooptim.objective import hardware_loss
+
+    def loss_fn(model, images, labels, folding, lam, temperature):
+        task, logits, gates = _task_loss(model, images, labels)
+        hardware, terms = hardware_loss(objective, model, gates, folding, lam, temperature)
+        stats = {g.layer.layer_name: (g.density, g.channel.mean()) for g in gates}
+        return task + hardware, (logits, terms, stats)
+
+    @nnx.jit
+    def step(model, optimizer, images, labels, folding, lam, temperature):
+        (loss, (logits, terms, stats)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+            model, images, labels, folding, lam, temperature)
+        optimizer.update(model, grads)
+        return loss, (logits.argmax(-1) == labels).mean(), terms, stats
+
+    return step
 
 
 @nnx.jit
@@ -192,23 +226,27 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def layer_report(model, descriptions) -> list[dict]:
+def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
     """Per sparse layer (`descriptions` = `nn.describe(model, in_shape)`): shapes, method, pattern,
-    density, MACs and the pattern check."""
+    density, MACs and the pattern check. `gates` (`nn.measure_gates`) gives the measured density of
+    dynamically gated layers (their weights are dense; their work depends on the input)."""
     rows = []
+    gates = gates or {}
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     for desc in descriptions:
         layer = layers[desc.name]
         mask = np.asarray(layer.mask())
-        density = float(mask.mean())
-        check = layer.sparsity.check(mask, layer.layout)
+        density = gates[desc.name]["density"] if desc.name in gates else float(mask.mean())
+        method = layer.current_method()  # with its learned density, under co-optimization
+        check = method.check(mask, layer.layout)
         rows.append({
             "name": desc.name,
             "type": type(desc).__name__,
             "weight_shape": list(desc.weight_shape),
             "method": layer.sparsity.method,
-            "pattern": layer.sparsity.pattern().describe(),
+            "pattern": method.pattern().describe(),
             "density": density,
+            "weight_density": float(mask.mean()),
             "params": desc.params,
             "nonzero_params": int(np.count_nonzero(np.asarray(layer.effective_kernel()))),
             "macs": desc.macs,
@@ -273,6 +311,17 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
         start = int(optimizer.step[...])
     _truncate_metrics(metrics_path, start)
 
+    objective, cost_step, gate_stats = None, None, {}
+    if _co_optimizing(cfg):
+        from cooptim.objective import HardwareObjective
+
+        try:
+            objective = HardwareObjective.of(cfg, model, dataset.image_shape, source)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cost_step = make_cost_aware_step(objective)
+        _load_folding(run_dir, objective, start)
+
     model.train()
     reporter.start(steps, start)
     t_last, steps_since = time.perf_counter(), 0
@@ -282,14 +331,29 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                 nn.set_progress(model, step / steps)
                 nn.refresh_masks(model, step)
                 images, labels = stream.batch(step)
-                loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
+                extra = {}
+                if objective is None:
+                    loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
+                else:
+                    if objective.due(step):
+                        objective.solve_folding(model, gate_stats)
+                        _save_folding(run_dir, objective, step)
+                    from cooptim.objective import lambda_at, temperature_at
+
+                    lam = lambda_at(cfg.objective, step / steps)
+                    loss, acc, terms, stats = cost_step(
+                        model, optimizer, jnp.asarray(images), jnp.asarray(labels), objective.folding,
+                        jnp.float32(lam), jnp.float32(temperature_at(cfg.objective, step / steps)))
+                    gate_stats = {n: {"density": float(d), "channel": float(c)} for n, (d, c) in stats.items()}
+                    extra = {"lambda": lam, "overall_density": float(terms["overall_density"]),
+                             "modelled_throughput": float(terms["throughput"])}
                 done = step + 1
                 steps_since += 1
                 if done % cfg.train.log_every == 0 or done == steps:
                     now = time.perf_counter()
                     record = {"step": done, "epoch": step // stream.steps_per_epoch,
                               "loss": float(loss), "accuracy": float(acc),
-                              "steps_per_s": steps_since / max(now - t_last, 1e-9)}
+                              "steps_per_s": steps_since / max(now - t_last, 1e-9), **extra}
                     t_last, steps_since = now, 0
                     log.write(json.dumps(record) + "\n")
                     reporter.step(done, record)
@@ -318,13 +382,44 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
     return report
 
 
+def _co_optimizing(cfg: Config) -> bool:
+    o = cfg.objective
+    return o.weight > 0 or o.density_target is not None or o.learn_density
+
+
+def _save_folding(run_dir: Path, objective, step: int) -> None:
+    """Appends the folding solved at `step` to folding.json (the history of DSE solves), so that a
+    resumed run continues with the folding the uninterrupted run had at its step."""
+    path = run_dir / "folding.json"
+    history = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] < step]
+    history.append({"step": step, "folding": {f: np.asarray(v).tolist() for f, v in objective.folding._asdict().items()}})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(history))
+    tmp.replace(path)
+
+
+def _load_folding(run_dir: Path, objective, start: int) -> None:
+    """The folding in force at step `start` of an interrupted run (the last solve before it)."""
+    path = run_dir / "folding.json"
+    if not path.exists():
+        return
+    import cost_models as cm
+
+    history = [h for h in json.loads(path.read_text()) if h["step"] < start]
+    if history:
+        objective.folding = cm.Folding(**{f: np.asarray(v, np.int32) for f, v in history[-1]["folding"].items()})
+        objective.dse_solves = len(history)
+
+
 def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
                  source: str = "<config>") -> dict:
     from cooptim.hardware import hardware_report
 
     descriptions = nn.describe(model, dataset.image_shape)  # traced once, used by both reports
-    layers = layer_report(model, descriptions)
-    hardware = hardware_report(model, descriptions, cfg, source)
+    gates = nn.measure_gates(model, (images for images, _ in
+                                     data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    layers = layer_report(model, descriptions, gates)
+    hardware = hardware_report(model, descriptions, cfg, source, gates)
     for row, cycles in zip(layers, hardware["sparse"]["layer_cycles"]):
         row["cycles"] = cycles
     macs = sum(r["macs"] for r in layers)
@@ -340,7 +435,7 @@ def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test
         "test_loss": test["loss"],
         "params": params,
         "nonzero_params": sum(r["nonzero_params"] for r in layers),
-        "weight_density": sum(r["density"] * r["params"] for r in layers) / params,
+        "weight_density": sum(r["weight_density"] * r["params"] for r in layers) / params,
         "macs": macs,
         "effective_macs": effective,
         "mac_speedup": macs / effective,
@@ -367,8 +462,12 @@ class ProgressBar:
 
     def step(self, step, metrics):
         self.bar.update(step - self.bar.n)
+        extra = {}
+        if "modelled_throughput" in metrics:  # co-optimization: the relaxed design and density
+            extra = {"img_per_s": f"{metrics['modelled_throughput']:,.0f}",
+                     "density": f"{metrics['overall_density']:.3f}"}
         self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
-                             steps_per_s=f"{metrics['steps_per_s']:.0f}")
+                             steps_per_s=f"{metrics['steps_per_s']:.0f}", **extra)
 
     def evaluated(self, step, metrics):
         self.bar.write(f"step {step}: test accuracy {metrics['test_accuracy']:.4f}, "

@@ -32,6 +32,8 @@ METHODS = [
     ("balanced_group (Kang)", "digits_balanced_group",
      {"50%": "{method: balanced_group, keep: 8}", "75%": "{method: balanced_group, keep: 4}"}),
     ("csp", "digits_csp", {"50%": "{method: csp, weight_density: 0.5}", "75%": "{method: csp, weight_density: 0.25}"}),
+    ("dynamic (DPACS)", "digits_dynamic", {"50%": "{method: dynamic, target: 0.5, channel_group: 4}",
+                                           "75%": "{method: dynamic, target: 0.25, channel_group: 4}"}),
     ("unstructured (HASS)", "digits_unstructured",
      {"50%": "{method: unstructured, weight_density: 0.5}", "75%": "{method: unstructured, weight_density: 0.25}"}),
 ]
@@ -86,6 +88,7 @@ def main():
     ]
     for (label, target), reps in rows.items():
         acc = np.array([r["test_accuracy"] for r in reps]) * 100
+        # dynamic layers: the measured fraction of active (position, channel) pairs on the test set
         pruned = [[l["density"] for l in r["layers"] if l["method"] != "dense"] for r in reps]
         density = np.mean([np.mean(p) for p in pruned]) if pruned[0] else 1.0
         kept = np.mean([r["effective_macs"] / r["macs"] for r in reps])
@@ -94,7 +97,11 @@ def main():
         lines.append(f"| {label} | {target} | {acc.mean():.2f} ± {acc.std():.2f} | {density:.3f} | "
                      f"{kept:.3f} | {thr:,.0f} | {speedup:.2f}x |")
     lines += ["", "Raw reports: `runs/methods_digits/*/report.json` (not committed)."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    # the hand-written discussion below the table (from its first "## " heading) is kept
+    previous = out.read_text() if out.exists() else ""
+    discussion = previous[previous.index("\n## ") :] if "\n## " in previous else ""
+    out.write_text("\n".join(lines) + "\n" + discussion)
     print("\n".join(lines))
 
 

@@ -108,3 +108,64 @@ def test_method_errors_name_the_layer():
 
     with pytest.raises(config.ConfigError, match="layer 'conv2': group=12 .* does not divide its 16 input channels"):
         build_model(cfg, (8, 8, 1), 10, source="f.yaml")
+
+
+def test_dynamic_masks_follow_the_input_and_meet_the_target(tmp_path):
+    from cooptim.nn import collect_gates
+
+    report, layers = trained(tmp_path, "dynamic")
+    _, model, dataset = train.load_run(tmp_path / "digits_dynamic")
+    images, _ = dataset.test.get(np.arange(64))
+    with collect_gates() as gates:
+        model(jnp.asarray(images))
+    assert [g.layer.layer_name for g in gates] == ["conv2", "conv3"]
+    for gate in gates:
+        spatial, channel = np.asarray(gate.spatial), np.asarray(gate.channel)
+        assert set(np.unique(spatial)) <= {0.0, 1.0} and set(np.unique(channel)) <= {0.0, 1.0}
+        # per-input: different images switch different positions and channel groups on
+        assert len({m.tobytes() for m in spatial}) > 10
+        assert len({m.tobytes() for m in channel}) > 1
+        assert 0.0 < spatial.mean() < 1.0
+    for row in report["layers"]:
+        if row["method"] == "dynamic":
+            assert abs(row["density"] - 0.5) < 0.1, row  # the sparsity-target loss reached its target
+            assert row["weight_density"] == 1.0
+    assert report["hardware"]["speedup"] > 1.5
+
+
+def test_dynamic_kernel_path_matches_the_masked_conv():
+    import jax
+    from flax import nnx
+
+    from cooptim.nn import build_model
+
+    def model(kernel):
+        cfg = config.from_dict({"name": "x", "sparsity": {
+            "default": {"method": "dynamic", "channel_group": 4, "gate_bias": 0.0, "kernel": kernel},
+            "layers": {"conv1": {"method": "dense"}, "head": {"method": "dense"}}}})
+        return build_model(cfg, (8, 8, 1), 10)
+
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+    reference, through_kernel = model(False), model(True)
+    np.testing.assert_allclose(reference(x), through_kernel(x), rtol=1e-5, atol=1e-5)
+    loss = lambda m: (m(x) ** 2).sum()
+    g_ref, g_kernel = nnx.grad(loss)(reference), nnx.grad(loss)(through_kernel)
+    for a, b in zip(jax.tree.leaves(nnx.state(g_ref)), jax.tree.leaves(nnx.state(g_kernel))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # the gates get a gradient (straight-through), so the target loss can train them
+    assert float(jnp.abs(g_ref.conv2.gates.spatial_kernel[...]).sum()) > 0
+
+
+def test_dynamic_rejects_layers_it_cannot_gate():
+    from cooptim.nn import build_model
+
+    cfg = config.from_dict({"name": "x", "sparsity": {"default": {"method": "dynamic"}}})
+    with pytest.raises(config.ConfigError, match="layer 'head': dynamic gating needs a conv layer"):
+        build_model(cfg, (8, 8, 1), 10, source="f.yaml")
+    cfg = config.from_dict({"name": "x", "sparsity": {"default": {"method": "dynamic", "channel_group": 3},
+                                                      "layers": {"head": {"method": "dense"}}}})
+    with pytest.raises(config.ConfigError, match="channel_group=3 does not divide its 16 output channels"):
+        build_model(cfg, (8, 8, 1), 10, source="f.yaml")
+    with pytest.raises(config.ConfigError, match="at least one of spatial and channel"):
+        config.from_dict({"name": "x", "sparsity": {"default": {"method": "dynamic", "spatial": False,
+                                                                "channel": False}}})

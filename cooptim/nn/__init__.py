@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
-from cooptim.nn.layers import (Progress, SparseConv, SparseDense, SparseLayer, StoredMask, record_layers,
+from cooptim.nn.layers import (DensityLogit, GateRecord, Progress, SparseConv, SparseDense, SparseLayer, StoredMask, collect_gates, learned_densities, record_layers,
                                refresh_masks, set_progress)
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
 from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
@@ -64,7 +64,14 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
 
     try:
         width = {} if cfg.model.width is None else {"width": cfg.model.width}
-        make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
+        build = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
+
+        def make():
+            if not cfg.objective.learn_density:
+                return build()
+            with learned_densities(cfg.objective.density_lr_scale):
+                return build()
+
         model = nnx.eval_shape(make) if abstract else make()
     except SparsityError as e:
         raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None
@@ -90,7 +97,43 @@ def describe(model: nnx.Module, in_shape: tuple[int, int, int]) -> list:
     return [description for description, _ in records]
 
 
+def gated_layers(model: nnx.Module) -> list[SparseLayer]:
+    """The layers with dynamic (per-input) gates."""
+    return [layer for _, layer in sparse_layers(model) if getattr(layer, "gates", None) is not None]
+
+
+@nnx.jit
+def _gate_stats(model, images):
+    with collect_gates() as records:
+        model(images)
+    return {r.layer.layer_name: (r.density, r.channel.mean()) for r in records}
+
+
+def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
+    """Mean gate activity of every dynamically gated layer over `batches` (iterable of images
+    (B, H, W, C) float32): {layer: {"density": active (position, channel) fraction,
+    "channel": active channel fraction}}. Empty for a model without gates."""
+    if not gated_layers(model):
+        return {}
+    sums: dict[str, list[float]] = {}
+    count = 0
+    for images in batches:
+        n = images.shape[0]
+        for name, (density, channel) in _gate_stats(model, jnp.asarray(images)).items():
+            total = sums.setdefault(name, [0.0, 0.0])
+            total[0] += float(density) * n
+            total[1] += float(channel) * n
+        count += n
+    return {name: {"density": d / count, "channel": c / count} for name, (d, c) in sums.items()}
+
+
 __all__ = [
+    "DensityLogit",
+    "learned_densities",
+    "GateRecord",
+    "collect_gates",
+    "gated_layers",
+    "measure_gates",
     "MODELS",
     "CifarResNet",
     "DigitsCNN",

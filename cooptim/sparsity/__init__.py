@@ -15,17 +15,19 @@ from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, W
 from cooptim.sparsity.bdwp import BDWP
 from cooptim.sparsity.csp import CSP
 from cooptim.sparsity.dense import Dense
+from cooptim.sparsity.dynamic import Dynamic
 from cooptim.sparsity.nm import NM, nm_mask, srste
 from cooptim.sparsity.unstructured import Unstructured
 
-Method = Annotated[Union[Dense, NM, BDWP, BalancedGroup, CSP, Unstructured], Field(discriminator="method")]
+Method = Annotated[Union[Dense, NM, BDWP, BalancedGroup, CSP, Dynamic, Unstructured], Field(discriminator="method")]
 
 METHODS = {"dense": Dense, "nm": NM, "bdwp": BDWP, "balanced_group": BalancedGroup, "csp": CSP,
-           "unstructured": Unstructured}
+           "dynamic": Dynamic, "unstructured": Unstructured}
 
 __all__ = [
     "BDWP",
     "CSP",
+    "Dynamic",
     "BalancedGroup",
     "Unstructured",
     "METHODS",

@@ -11,6 +11,7 @@ straight-through gradient.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal, Optional
 
 import jax
@@ -61,6 +62,26 @@ class BalancedGroup:
 
     def mask(self, weight, layout: WeightLayout, progress=1.0):
         return (group_rank(weight, self.group, layout.in_axis) < self.kept(progress)).astype(weight.dtype)
+
+    def nominal_density(self) -> float:
+        return self.keep / self.group
+
+    def keep_at(self, density) -> int:
+        """Kept weights per group at a density: round(density x group), at least 1."""
+        return max(1, min(self.group, round(float(density) * self.group)))
+
+    def at_density(self, density: float) -> "BalancedGroup":
+        return dataclasses.replace(self, keep=self.keep_at(density))
+
+    def quantize_density(self, density):
+        """The density the mask at `density` has (after the ramp): round(density x group) / group."""
+        return jnp.clip(jnp.round(density * self.group), 1, self.group) / self.group
+
+    def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
+        """The mask keeping round(density x group) per group (a traced density)."""
+        keep = jnp.clip(jnp.round(density * self.group), 1, self.group)
+        kept = jnp.round(self.group - (self.group - keep) * cubic_ramp(progress, self.ramp_start, self.ramp_end))
+        return (group_rank(weight, self.group, layout.in_axis) < kept).astype(weight.dtype)
 
     def apply(self, weight, layout: WeightLayout, progress=1.0):
         return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)

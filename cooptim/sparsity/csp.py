@@ -15,6 +15,7 @@ of the (row, chunk) cascades; that fraction ramps from 1 to `weight_density` on 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal
 
 import jax
@@ -62,12 +63,23 @@ class CSP:
     def target(self, progress):
         return 1.0 - (1.0 - self.weight_density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
 
+    def nominal_density(self) -> float:
+        return self.weight_density
+
+    def at_density(self, density: float) -> "CSP":
+        return dataclasses.replace(self, weight_density=float(density))
+
     def mask(self, weight, layout: WeightLayout, progress=1.0):
+        return self.mask_at(weight, layout, self.weight_density, progress)
+
+    def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
+        """The cascade mask at a (possibly traced) density."""
+        target = 1.0 - (1.0 - density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
         rows, moved_shape = _as_rows(weight, layout)
         n_rows, c_out = rows.shape
         chunk_l1 = jnp.abs(rows).reshape(n_rows, c_out // self.chunk, self.chunk).sum(-1)
         cascade = jnp.flip(jnp.cumsum(jnp.flip(chunk_l1, -1), -1), -1)  # L1 of chunks j..end
-        tau = jnp.quantile(cascade, 1.0 - self.target(progress))
+        tau = jnp.quantile(cascade, 1.0 - target)
         keep = cascade >= tau  # cascade norms fall along a row, so the kept chunks are a prefix
         full = jnp.repeat(keep, self.chunk, axis=-1).astype(weight.dtype).reshape(moved_shape)
         return jnp.moveaxis(full, -1, layout.out_axis)

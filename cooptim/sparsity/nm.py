@@ -14,6 +14,7 @@ towards zero so that the mask stops oscillating.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Annotated, Literal
 
@@ -26,7 +27,7 @@ from pydantic.dataclasses import dataclass
 from cooptim.sparsity._config import STRICT
 from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
 from cost_models.sparsity import NMPattern
-from kernels.nm import nm_mask  # the one N:M magnitude mask, shared with the kernels
+from kernels.nm import group_rank, nm_mask  # the one N:M magnitude mask, shared with the kernels
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -121,6 +122,23 @@ class NM:
     def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
         del weight, layout, progress
         return jnp.float32(self.n / self.m)
+
+    def nominal_density(self) -> float:
+        return self.n / self.m
+
+    def at_density(self, density: float) -> "NM":
+        """The N:M pattern nearest a density: N = round(density x M), at least 1 (per-layer choice
+        among the allowed patterns 1:M .. M:M)."""
+        return dataclasses.replace(self, n=max(1, min(self.m, round(float(density) * self.m))))
+
+    def quantize_density(self, density):
+        """The density the mask at `density` has: round(density x M) / M, at least 1 / M."""
+        return jnp.clip(jnp.round(density * self.m), 1, self.m) / self.m
+
+    def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
+        del progress
+        n = jnp.clip(jnp.round(density * self.m), 1, self.m)
+        return (group_rank(weight, self.m, layout.axis(self.axis)) < n).astype(weight.dtype)
 
     @property
     def uses_project(self) -> bool:

@@ -11,6 +11,7 @@ gradient where they are kept (the exact gradient of x * mask).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal, Optional
 
 import jax
@@ -54,6 +55,19 @@ class Unstructured:
             return jnp.float32(self.weight_threshold) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
         target = 1.0 - (1.0 - self.weight_density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
         return jnp.quantile(jnp.abs(weight), 1.0 - target)
+
+    def nominal_density(self) -> float:
+        """The density this configuration aims at (1 for a fixed threshold: learned from dense)."""
+        return 1.0 if self.weight_density is None else self.weight_density
+
+    def at_density(self, density: float) -> "Unstructured":
+        return dataclasses.replace(self, weight_density=float(density), weight_threshold=None)
+
+    def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
+        """The mask at a traced per-layer density (co-optimization's density variable)."""
+        target = 1.0 - (1.0 - density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        threshold = jnp.quantile(jnp.abs(weight), 1.0 - target)
+        return ((jnp.abs(weight) > threshold) | (threshold <= jnp.min(jnp.abs(weight)))).astype(weight.dtype)
 
     def mask(self, weight, layout: WeightLayout, progress=1.0):
         threshold = self.threshold(weight, progress)
