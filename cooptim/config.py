@@ -142,7 +142,7 @@ class ObjectiveConfig:
     temperature_end: PositiveFloat = 0.02
     resource_weight: NonNegativeFloat = 10.0
     density_target: Optional[Annotated[float, Field(gt=0.0, le=1.0, strict=True)]] = None
-    density_weight: NonNegativeFloat = 50.0
+    density_weight: NonNegativeFloat = 500.0
     learn_density: StrictBool = False
     density_lr_scale: PositiveFloat = 10.0
     folding: Literal["dse", "fixed"] = "dse"

@@ -218,11 +218,17 @@ class _Checkpoints:
         self.manager.close()
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keeps the metric lines up to `last_step`, so a resumed run does not log a step twice."""
+def _truncate_metrics(path: Path, last_step: int, total_steps: int) -> None:
+    """Keeps the metric lines up to `last_step`, so a resumed run does not log a step twice (the
+    final evaluation, redone by every run that reaches the end, is dropped too)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
+
+    def keep(record: dict) -> bool:
+        final_eval = record["step"] == total_steps and "test_accuracy" in record
+        return record["step"] <= last_step and not final_eval
+
+    lines = [ln for ln in path.read_text().splitlines() if ln and keep(json.loads(ln))]
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
@@ -309,7 +315,7 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
     if resume and (latest := checkpoints.latest_step()) is not None:
         checkpoints.restore(latest, model, optimizer)
         start = int(optimizer.step[...])
-    _truncate_metrics(metrics_path, start)
+    _truncate_metrics(metrics_path, start, steps)
 
     objective, cost_step, gate_stats = None, None, {}
     if _co_optimizing(cfg):

@@ -1,0 +1,74 @@
+"""Sweeps: the grid, placeholders, resume (only unfinished points rerun), CSV and plot."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cooptim import sweep
+from cooptim.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_sweep(tmp_path, **changes):
+    raw = {
+        "name": "tiny",
+        "base": str(REPO / "configs/quickstart.yaml"),
+        "output_dir": str(tmp_path),
+        "ratios": [0.5, 0.75],
+        "methods": {"csp": {"method": "csp", "weight_density": "{density}", "chunk": 4},
+                    "nm": {"method": "nm", "n": "{kept:8}", "m": 8}},
+        "set": ["train.steps=20", "train.eval_every=1000", "train.checkpoint_every=10", "data.batch_size=32"],
+        "workers": 2,
+    }
+    raw.update(changes)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_points_fill_the_placeholders(tmp_path):
+    _, points, folder = sweep.load(write_sweep(tmp_path))
+    assert [p.name for p in points] == ["csp-r0.5-zcu102-s0", "csp-r0.75-zcu102-s0",
+                                        "nm-r0.5-zcu102-s0", "nm-r0.75-zcu102-s0"]
+    assert points[1].config["sparsity"]["default"]["weight_density"] == 0.25
+    assert points[3].config["sparsity"]["default"]["n"] == 2  # round(0.25 x 8)
+    assert points[0].config["train"]["steps"] == 20 and folder == tmp_path / "tiny"
+
+
+def test_sweep_resumes_only_unfinished_points(tmp_path):
+    path = write_sweep(tmp_path)
+    ran = []
+    rows, failures = sweep.run(path, on_done=lambda p, e: ran.append(p.name))
+    assert not failures and len(ran) == 4 and len(rows) == 4
+    folder = tmp_path / "tiny"
+    assert (folder / "pareto.png").stat().st_size > 0
+    header = (folder / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["point", "method", "ratio"]
+    # a point killed mid-run: its folder and checkpoints exist, its report does not
+    (folder / "runs" / "nm-r0.75-zcu102-s0" / "report.json").unlink()
+    ran.clear()
+    rows, failures = sweep.run(path, on_done=lambda p, e: ran.append(p.name))
+    assert ran == ["nm-r0.75-zcu102-s0"] and not failures and len(rows) == 4
+    # the unfinished point resumed in its folder: every step and evaluation is logged once
+    metrics = [json.loads(line) for line in
+               (folder / "runs" / "nm-r0.75-zcu102-s0" / "metrics.jsonl").read_text().splitlines()]
+    keys = [(m["step"], "test_accuracy" in m) for m in metrics]
+    assert sorted(keys) == [(10, False), (20, False), (20, True)]
+    # a finished sweep runs nothing
+    ran.clear()
+    sweep.run(path, on_done=lambda p, e: ran.append(p.name))
+    assert ran == []
+
+
+def test_bad_sweeps_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="'ratios.0'"):
+        sweep.load(write_sweep(tmp_path, ratios=[1.5]))
+    with pytest.raises(ConfigError, match=r"methods.csp.weight_density = '\{dens\}': unknown placeholder"):
+        sweep.load(write_sweep(tmp_path, methods={"csp": {"method": "csp", "weight_density": "{dens}"}}))
+    with pytest.raises(ConfigError, match=r"point nm-r0.5-zcu102-s0\): unknown key 'sparsity.default.q'"):
+        sweep.load(write_sweep(tmp_path, methods={"nm": {"method": "nm", "n": "{kept:8}", "m": 8, "q": 1}}))
+    with pytest.raises(ConfigError, match="'base'"):
+        sweep.load(write_sweep(tmp_path, base="nowhere.yaml"))
