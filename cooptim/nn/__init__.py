@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
-from cooptim.nn.layers import (DensityLogit, GateRecord, Progress, SparseConv, SparseDense, SparseLayer, StoredMask, collect_gates, learned_densities, record_layers,
+from cooptim.nn.layers import (DensityLogit, GateRecord, Progress, SparseConv, SparseDense, SparseLayer, StoredMask, collect_gates, input_hook, learned_densities, record_layers,
                                refresh_masks, set_progress)
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
 from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
@@ -130,6 +130,7 @@ def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
 __all__ = [
     "DensityLogit",
     "learned_densities",
+    "input_hook",
     "GateRecord",
     "collect_gates",
     "gated_layers",

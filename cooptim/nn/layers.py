@@ -84,6 +84,25 @@ class Progress(nnx.Variable):
     it. The trainer sets it every step (`set_progress`); it is 1 outside training. Not trained."""
 
 
+_INPUT_HOOK: contextvars.ContextVar = contextvars.ContextVar("cooptim_input_hook", default=None)
+
+
+@contextlib.contextmanager
+def input_hook(hook) -> Iterator[None]:
+    """Inside the block, every sparse layer's input x becomes hook(layer_name, x) (HASS's search
+    thresholds activations this way without rebuilding the model)."""
+    token = _INPUT_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _INPUT_HOOK.reset(token)
+
+
+def _hooked(name: str, x: jax.Array) -> jax.Array:
+    hook = _INPUT_HOOK.get()
+    return x if hook is None else hook(name, x)
+
+
 class DensityLogit(nnx.Param):
     """A pruned layer's trained density variable (co-optimization, `objective.learn_density`):
     the layer's density is sigmoid(scale x value). Trained with the weights."""
@@ -368,6 +387,7 @@ class SparseConv(SparseLayer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, H, W, C_in) float -> (B, H', W', C_out)."""
+        x = _hooked(self.layer_name, x)
         if self.gates is not None:
             y = self._gated(x)
         elif self.groups == 1 and (getattr(self.sparsity, "uses_project", False) or (
@@ -419,6 +439,7 @@ class SparseDense(SparseLayer):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, in_features) -> (B, out_features)."""
+        x = _hooked(self.layer_name, x)
         y = self._matmul(x, self.kernel[...].astype(x.dtype), lambda: self.effective_kernel().astype(x.dtype))
         if self.bias is not None:
             y = y + self.bias[...]
