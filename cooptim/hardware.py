@@ -58,11 +58,15 @@ def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Devic
     return {**_summary(result.cost), "folding": folding}
 
 
-def densities_of(model, names, gates: dict | None = None) -> cm.Density:
+def _mask_density(layer) -> float:
+    return float(np.asarray(layer.mask()).mean())
+
+
+def densities_of(model, names, gates: dict | None = None, static=_mask_density) -> cm.Density:
     """The cost model's densities of a trained model's layers `names`.
 
-    Static patterns: the measured density of each layer's mask (for structured patterns, their exact
-    work fraction). Dynamically gated layers (`gates` = `nn.measure_gates`): weight = the active
+    Static patterns: `static(layer)`, by default the measured density of each layer's mask (for
+    structured patterns, their exact work fraction). Dynamically gated layers (`gates` = `nn.measure_gates`): weight = the active
     channel fraction (the weights that are loaded), activation = the active (position, channel)
     fraction divided by it, so that their product is the measured work fraction.
     """
@@ -75,7 +79,7 @@ def densities_of(model, names, gates: dict | None = None) -> cm.Density:
             weight.append(channel)
             activation.append(min(gates[name]["density"] / channel, 1.0))
         else:
-            weight.append(float(np.asarray(layers[name].mask()).mean()))
+            weight.append(static(layers[name]))
             activation.append(1.0)
     return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
 

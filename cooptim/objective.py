@@ -27,7 +27,7 @@ import numpy as np
 import cost_models as cm
 from cooptim import nn
 from cooptim.config import Config, ObjectiveConfig
-from cooptim.hardware import device_of, network_of
+from cooptim.hardware import densities_of, device_of, network_of
 
 
 def lambda_at(cfg: ObjectiveConfig, progress: float) -> float:
@@ -122,20 +122,9 @@ class HardwareObjective:
     # ---------------------------------------------------------------- integer folding
 
     def concrete_densities(self, model, gate_stats: dict | None = None) -> cm.Density:
-        """Concrete densities for the DSE: learned variables and masks now, measured gates."""
-        layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-        gate_stats = gate_stats or {}
-        weight, activation = [], []
-        for name in self.names:
-            if name in gate_stats:
-                channel = max(gate_stats[name]["channel"], 1e-6)
-                weight.append(channel)
-                activation.append(min(gate_stats[name]["density"] / channel, 1.0))
-            else:
-                layer = layers[name]
-                weight.append(float(layer.density()))
-                activation.append(1.0)
-        return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
+        """Concrete densities for the DSE: each layer's `density()` (its learned variable or its
+        method's own) and the gates' measured activity (`gate_stats` as `nn.measure_gates` gives)."""
+        return densities_of(model, self.names, gate_stats, static=lambda layer: float(layer.density()))
 
     def solve_folding(self, model, gate_stats: dict | None = None) -> cm.Folding:
         """Re-solves the integer folding with the greedy DSE for the model's current densities."""

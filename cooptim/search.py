@@ -89,7 +89,6 @@ def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpne
     """Logits and the per-layer activation densities of the model pruned at (densities,
     thresholds), each (L,). soft=True: sigmoid masks (differentiable in both)."""
     graphdef, state = nnx.split(model)
-    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     index = {n: i for i, n in enumerate(names)}
     flat = dict(nnx.to_flat_state(state))
     for path, layer in nn.sparse_layers(model):
@@ -117,7 +116,6 @@ def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpne
 
     with nn.input_hook(hook):
         logits = pruned(images)
-    del layers
     return logits, jnp.stack([activation[n] for n in names])
 
 
@@ -147,15 +145,17 @@ def build_problem(cfg: SearchConfig, source: Path) -> Problem:
                    val, images[cfg.validation_size:], labels[cfg.validation_size:], base)
 
 
-def evaluate(problem: Problem, densities, thresholds) -> dict:
-    """One candidate: validation accuracy and the DSE'd throughput at its measured densities."""
+def evaluate(problem: Problem, densities, thresholds) -> tuple[dict, cm.Folding]:
+    """One candidate: (validation accuracy and the DSE'd throughput at its measured densities,
+    that design's folding)."""
     d, a = jnp.asarray(densities, jnp.float32), jnp.asarray(thresholds, jnp.float32)
     logits, act = _forward(problem.model, problem.names, jnp.asarray(problem.val[0]), d, a, soft=False)
     accuracy = float((np.asarray(logits).argmax(-1) == problem.val[1]).mean())
     density = cm.Density(np.asarray(d), np.asarray(act, np.float32))
-    throughput = float(cm.dse.greedy(problem.net, density, problem.device).cost.throughput)
-    return {"accuracy": accuracy, "throughput": throughput, "weight_density": np.asarray(d).tolist(),
-            "activation_density": np.asarray(act).tolist(), "thresholds": np.asarray(a).tolist()}
+    design = cm.dse.greedy(problem.net, density, problem.device)
+    return {"accuracy": accuracy, "throughput": float(design.cost.throughput),
+            "weight_density": np.asarray(d).tolist(), "activation_density": np.asarray(act).tolist(),
+            "thresholds": np.asarray(a).tolist()}, design.folding
 
 
 def random_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
@@ -165,7 +165,7 @@ def random_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
         # densities log-uniform in [min_density, 1], thresholds uniform in [0, max_threshold x RMS]
         d = np.exp(rng.uniform(np.log(cfg.min_density), 0.0, len(problem.names)))
         a = rng.uniform(0.0, cfg.max_threshold, len(problem.names)) * problem.rms
-        history.append(evaluate(problem, d, a))
+        history.append(evaluate(problem, d, a)[0])
     return history
 
 
@@ -205,13 +205,10 @@ def gradient_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
             params, state = step(params, state, jnp.asarray(problem.train_images[pick]),
                                  jnp.asarray(problem.train_labels[pick]), jnp.float32(lam), folding, weights)
         d, a = candidate(params)
-        result = evaluate(problem, d, a)
-        history.append(result)
         # the accuracy floor steers lambda; the folding follows the candidate (DSE, as HASS does)
+        result, folding = evaluate(problem, d, a)
+        history.append(result)
         lam = lam * 1.5 if result["accuracy"] >= floor else lam / 2
-        folding = cm.dse.greedy(problem.net, cm.Density(np.asarray(d), np.asarray(result["activation_density"],
-                                                                                      np.float32)),
-                                problem.device).folding
     return history
 
 

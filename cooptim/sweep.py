@@ -277,12 +277,11 @@ def main(argv=None) -> int:
         todo = sum(not is_finished(folder, p) for p in points)
         print(f"{len(points)} points, {len(points) - todo} already finished, {todo} to run -> {folder}")
         bar = tqdm(total=todo, unit="point")
-        _, failures = run(args.config, args.workers,
-                          on_done=lambda p, e: (bar.update(1), bar.set_postfix_str(p.name + (" FAILED" if e else ""))))
+        rows, failures = run(args.config, args.workers,
+                             on_done=lambda p, e: (bar.update(1), bar.set_postfix_str(p.name + (" FAILED" if e else ""))))
         bar.close()
     else:
-        failures = []
-    rows = collect(folder, points)
+        rows, failures = collect(folder, points), []
     print(f"{len(rows)} of {len(points)} points finished: {folder / 'sweep.csv'}, {folder / 'pareto.png'}")
     for f in failures:
         print(f"error: {f}", file=sys.stderr)

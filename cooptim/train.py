@@ -317,7 +317,7 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
         start = int(optimizer.step[...])
     _truncate_metrics(metrics_path, start, steps)
 
-    objective, cost_step, gate_stats = None, None, {}
+    objective, cost_step, stats = None, None, {}
     if _co_optimizing(cfg):
         from cooptim.objective import HardwareObjective
 
@@ -342,6 +342,8 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                     loss, acc = train_step(model, optimizer, jnp.asarray(images), jnp.asarray(labels))
                 else:
                     if objective.due(step):
+                        # the gates' activity on the last batch (read from the device only here)
+                        gate_stats = {n: {"density": float(d), "channel": float(c)} for n, (d, c) in stats.items()}
                         objective.solve_folding(model, gate_stats)
                         _save_folding(run_dir, objective, step)
                     from cooptim.objective import lambda_at, temperature_at
@@ -350,16 +352,16 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                     loss, acc, terms, stats = cost_step(
                         model, optimizer, jnp.asarray(images), jnp.asarray(labels), objective.folding,
                         jnp.float32(lam), jnp.float32(temperature_at(cfg.objective, step / steps)))
-                    gate_stats = {n: {"density": float(d), "channel": float(c)} for n, (d, c) in stats.items()}
-                    extra = {"lambda": lam, "overall_density": float(terms["overall_density"]),
-                             "modelled_throughput": float(terms["throughput"])}
+                    extra = {"lambda": lam, "overall_density": terms["overall_density"],
+                             "modelled_throughput": terms["throughput"]}
                 done = step + 1
                 steps_since += 1
                 if done % cfg.train.log_every == 0 or done == steps:
                     now = time.perf_counter()
                     record = {"step": done, "epoch": step // stream.steps_per_epoch,
                               "loss": float(loss), "accuracy": float(acc),
-                              "steps_per_s": steps_since / max(now - t_last, 1e-9), **extra}
+                              "steps_per_s": steps_since / max(now - t_last, 1e-9),
+                              **{k: float(v) for k, v in extra.items()}}
                     t_last, steps_since = now, 0
                     log.write(json.dumps(record) + "\n")
                     reporter.step(done, record)

@@ -1,5 +1,6 @@
 """The co-optimization objective: schedules, the hardware gradient on the densities, a short run."""
 
+import json
 from pathlib import Path
 
 import jax
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+import cost_models as cm
 from cooptim import config, nn, train
 from cooptim.objective import HardwareObjective, lambda_at, temperature_at
 
@@ -28,14 +30,11 @@ def test_the_cost_gradient_prunes_the_bottleneck_layer_most():
     model = nn.build_model(cfg, (8, 8, 1), 10)
     objective = HardwareObjective.of(cfg, model, (8, 8, 1))
     folding = objective.solve_folding(model)
-    cycles = np.asarray(jax.numpy.asarray(
-        __import__("cost_models").dataflow.evaluate(objective.net, folding, objective.concrete_densities(model),
-                                                    objective.device).layer_cycles))
+    cycles = np.asarray(cm.dataflow.evaluate(objective.net, folding, objective.concrete_densities(model),
+                                             objective.device).layer_cycles)
 
     def cost(logits):
         density = jax.nn.sigmoid(logits)
-        import cost_models as cm
-
         return objective.terms(cm.Density(density, jnp.ones_like(density)), folding, 1.0, 0.05)["cost"]
 
     grad = np.asarray(jax.grad(cost)(jnp.zeros(4)))
@@ -56,7 +55,7 @@ def test_a_cost_aware_run_holds_the_density_target(tmp_path):
     assert abs(overall - 0.5) < 0.03, overall
     assert len({round(r["density"], 2) for r in rows}) > 1  # sparsity moved between layers
     assert report["test_accuracy"] > 0.85 and report["pattern_ok"]
-    saved = __import__("json").loads((cfg.run_dir / "folding.json").read_text())
+    saved = json.loads((cfg.run_dir / "folding.json").read_text())
     assert [h["step"] for h in saved] == [0, 50, 100]
 
 

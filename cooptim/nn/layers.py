@@ -17,7 +17,7 @@ import functools
 import math
 import contextvars
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,25 +48,23 @@ class GateRecord:
 
 
 @contextlib.contextmanager
-def collect_gates() -> Iterator[list[GateRecord]]:
+def _scoped(var: contextvars.ContextVar, value):
+    """Sets `var` to `value` inside the block (the layers read it while they build or run)."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
+
+
+def collect_gates() -> contextlib.AbstractContextManager[list[GateRecord]]:
     """Collects a `GateRecord` for every dynamically gated layer run inside the block, in order."""
-    records: list = []
-    token = _GATES.set(records)
-    try:
-        yield records
-    finally:
-        _GATES.reset(token)
+    return _scoped(_GATES, [])
 
 
-@contextlib.contextmanager
-def record_layers() -> Iterator[list]:
+def record_layers() -> contextlib.AbstractContextManager[list]:
     """Collects (description, layer) for every sparse layer run inside the block, in order."""
-    records: list = []
-    token = _RECORDER.set(records)
-    try:
-        yield records
-    finally:
-        _RECORDER.reset(token)
+    return _scoped(_RECORDER, [])
 
 
 def _record(description, layer) -> None:
@@ -87,15 +85,10 @@ class Progress(nnx.Variable):
 _INPUT_HOOK: contextvars.ContextVar = contextvars.ContextVar("cooptim_input_hook", default=None)
 
 
-@contextlib.contextmanager
-def input_hook(hook) -> Iterator[None]:
+def input_hook(hook) -> contextlib.AbstractContextManager:
     """Inside the block, every sparse layer's input x becomes hook(layer_name, x) (HASS's search
     thresholds activations this way without rebuilding the model)."""
-    token = _INPUT_HOOK.set(hook)
-    try:
-        yield
-    finally:
-        _INPUT_HOOK.reset(token)
+    return _scoped(_INPUT_HOOK, hook)
 
 
 def _hooked(name: str, x: jax.Array) -> jax.Array:
@@ -111,15 +104,10 @@ class DensityLogit(nnx.Param):
 _LEARN_DENSITY: contextvars.ContextVar[float | None] = contextvars.ContextVar("cooptim_learn_density", default=None)
 
 
-@contextlib.contextmanager
-def learned_densities(scale: float) -> Iterator[None]:
+def learned_densities(scale: float) -> contextlib.AbstractContextManager:
     """Layers built inside the block get a `DensityLogit` (if their method supports per-layer
     densities): density = sigmoid(scale x logit), so Adam's step on the logit is ~scale x lr."""
-    token = _LEARN_DENSITY.set(scale)
-    try:
-        yield
-    finally:
-        _LEARN_DENSITY.reset(token)
+    return _scoped(_LEARN_DENSITY, scale)
 
 
 class StoredMask(nnx.Variable):
@@ -301,22 +289,18 @@ def _masked_product(x, w, spatial, channel, group):
     return y * spatial[..., None] * jnp.repeat(channel, group, axis=1)[:, None, :]
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def gated_matmul(x, w, spatial, channel, group: int):
     """x (B, P, K) @ w (K, F) at the active positions (spatial (B, P) 0/1) and channel groups
     (channel (B, F / group) 0/1) through `kernels.skip.skip_matmul`; its VJP is that of the masked
     product (so the straight-through gates get their gradient)."""
-    return _gated_matmul(x, w, spatial, channel, group)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _gated_matmul(x, w, spatial, channel, group):
     from kernels.skip import skip_matmul
 
     return skip_matmul(x, w, spatial_mask=spatial > 0, channel_mask=channel > 0, group=group)
 
 
 def _gated_fwd(x, w, spatial, channel, group):
-    return _gated_matmul(x, w, spatial, channel, group), (x, w, spatial, channel)
+    return gated_matmul(x, w, spatial, channel, group), (x, w, spatial, channel)
 
 
 def _gated_bwd(group, residuals, g):
@@ -324,7 +308,7 @@ def _gated_bwd(group, residuals, g):
     return vjp(g)
 
 
-_gated_matmul.defvjp(_gated_fwd, _gated_bwd)
+gated_matmul.defvjp(_gated_fwd, _gated_bwd)
 
 
 class SparseConv(SparseLayer):
