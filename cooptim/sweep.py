@@ -277,8 +277,15 @@ def main(argv=None) -> int:
         todo = sum(not is_finished(folder, p) for p in points)
         print(f"{len(points)} points, {len(points) - todo} already finished, {todo} to run -> {folder}")
         bar = tqdm(total=todo, unit="point")
-        rows, failures = run(args.config, args.workers,
-                             on_done=lambda p, e: (bar.update(1), bar.set_postfix_str(p.name + (" FAILED" if e else ""))))
+        try:
+            rows, failures = run(args.config, args.workers,
+                                 on_done=lambda p, e: (bar.update(1), bar.set_postfix_str(p.name + (" FAILED" if e else ""))))
+        except KeyboardInterrupt:
+            bar.close()
+            done = sum(is_finished(folder, p) for p in points)
+            print(f"\ninterrupted: {done} of {len(points)} points finished; run the same command again "
+                  f"to finish the others (their checkpoints are kept)", file=sys.stderr)
+            return 130
         bar.close()
     else:
         rows, failures = collect(folder, points), []
