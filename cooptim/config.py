@@ -102,6 +102,12 @@ class HardwareConfig:
     `device` names a board of `cost_models.DEVICES`, or of `devices_file` (YAML, see
     `cost_models.load_devices`). `dataflow`: one engine per layer, folding chosen by the greedy
     DSE; `overlay`: one pe_in x pe_out PE array for all layers.
+
+    Fixed point (`cooptim.quantize`, `emulate`, `export`): activations have `data_bits`, weights
+    `weight_bits` (both at most 8 for the kernels' int8 path), accumulators `acc_bits`; every
+    scale is a power of two, calibrated on `calibration_samples` training images; weights get one
+    scale per output channel (`weight_scale: per_channel`) or per layer. Requantization rounds with
+    `rounding` and saturates.
     """
 
     device: StrictStr = "zcu102"
@@ -112,6 +118,10 @@ class HardwareConfig:
     weight_bits: Annotated[StrictInt, Field(ge=2, le=32)] = 16
     pe_in: PositiveInt = 16
     pe_out: PositiveInt = 16
+    acc_bits: Annotated[StrictInt, Field(ge=2, le=32)] = 32
+    weight_scale: Literal["per_channel", "per_layer"] = "per_channel"
+    rounding: Literal["half_up", "half_even", "floor"] = "half_up"
+    calibration_samples: PositiveInt = 512
 
 
 @dataclass(frozen=True, config=STRICT)

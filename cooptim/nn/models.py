@@ -6,16 +6,29 @@ layer by config. Layer names are dotted paths such as ``stage2.block1.conv1``.
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cooptim.nn.layers import SparseConv, SparseDense
+from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer
 from cooptim.sparsity import SparsityMethod
 
 SparsityFor = Callable[[str], SparsityMethod]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One layer of a sequential network and what follows it, in order: ReLU, then pooling
+    (window = stride = `pool_size`). A dense layer after a conv reads its input flattened in NHWC
+    order. The fixed-point emulation and the exporter walk a model's `stages()`."""
+
+    layer: SparseLayer
+    relu: bool = False
+    pool: Literal["avg", "max"] | None = None
+    pool_size: int = 1
 
 
 def _avg_pool(x, k: int):
@@ -47,6 +60,11 @@ class DigitsCNN(nnx.Module):
         x = _avg_pool(jax.nn.relu(self.conv2(x)), 2)
         x = _avg_pool(jax.nn.relu(self.conv3(x)), 2)
         return self.head(x.reshape(x.shape[0], -1))
+
+    def stages(self) -> list[Stage]:
+        """The same computation as `__call__`, as a list of stages."""
+        return [Stage(self.conv1, relu=True), Stage(self.conv2, relu=True, pool="avg", pool_size=2),
+                Stage(self.conv3, relu=True, pool="avg", pool_size=2), Stage(self.head)]
 
 
 class BasicBlock(nnx.Module):
@@ -251,6 +269,16 @@ class VGG16(nnx.Module):
             x = _max_pool(x) if item == "M" else jax.nn.relu(next(convs)(x))
         x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
         return self.head(jax.nn.relu(self.fc2(x)))
+
+    def stages(self) -> list[Stage]:
+        """The same computation as `__call__`, as a list of stages."""
+        stages, convs = [], iter(self.convs)
+        for item in self.PLAN:
+            if item == "M":
+                stages[-1] = dataclasses.replace(stages[-1], pool="max", pool_size=2)
+            else:
+                stages.append(Stage(next(convs), relu=True))
+        return stages + [Stage(self.fc1, relu=True), Stage(self.fc2, relu=True), Stage(self.head)]
 
 
 def _max_pool(x):
