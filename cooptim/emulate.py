@@ -1,0 +1,101 @@
+"""python -m cooptim.emulate RUN_DIR: the trained network in the hardware's fixed point.
+
+Quantizes the run's latest checkpoint to the formats of its `hardware` config (calibrated on the
+first `hardware.calibration_samples` training images, see `cooptim.quantize`), runs the integer
+forward pass over the test set through the kernels' fixed-point path, and reports the integer
+model's accuracy next to the float model's. Writes RUN_DIR/emulation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cooptim import quantize as q
+
+
+def load_quantized(run_dir: str | Path):
+    """(config, model, dataset, quantized network) of a trained run folder."""
+    from cooptim.train import load_run
+
+    cfg, model, dataset = load_run(run_dir)
+    count = min(cfg.hardware.calibration_samples, len(dataset.train))
+    images, _ = dataset.train.get(np.arange(count))
+    return cfg, model, dataset, q.calibrate(model, images, cfg.hardware)
+
+
+def evaluate(model, net: q.QuantizedNetwork, source, batch_size: int = 256) -> dict:
+    """Float and integer accuracy on `source`, their agreement, and accumulator saturations."""
+    correct_float = correct_int = agree = 0
+    saturated = np.zeros(len(net.layers), np.int64)
+    for start in range(0, len(source), batch_size):
+        images, labels = source.get(np.arange(start, min(start + batch_size, len(source))))
+        float_pred = np.asarray(model(images)).argmax(1)
+        logits, trace = net.forward(net.quantize_input(images))
+        int_pred = logits.argmax(1)
+        correct_float += int((float_pred == labels).sum())
+        correct_int += int((int_pred == labels).sum())
+        agree += int((float_pred == int_pred).sum())
+        saturated += [info["saturated"] for info in trace]
+    n = len(source)
+    return {"float_accuracy": correct_float / n, "integer_accuracy": correct_int / n, "agreement": agree / n,
+            "examples": n, "saturated": {layer.name: int(s) for layer, s in zip(net.layers, saturated)}}
+
+
+def layer_rows(net: q.QuantizedNetwork, needed: list[int]) -> list[dict]:
+    return [{"layer": layer.name, "pattern": layer.pattern, "input": layer.in_format.describe(),
+             "weight_frac": [int(layer.weight_frac.min()), int(layer.weight_frac.max())],
+             "output": layer.out_format.describe(), "acc_bits": layer.acc_bits, "acc_bits_needed": bits}
+            for layer, bits in zip(net.layers, needed)]
+
+
+def run(run_dir: str | Path) -> dict:
+    cfg, model, dataset, net = load_quantized(run_dir)
+    count = min(cfg.hardware.calibration_samples, len(dataset.train))
+    needed = q.accumulator_bits_needed(net, dataset.train.get(np.arange(count))[0])
+    result = {**evaluate(model, net, dataset.test), "layers": layer_rows(net, needed),
+              "calibration_samples": count, "rounding": cfg.hardware.rounding,
+              "weight_scale": cfg.hardware.weight_scale}
+    (Path(run_dir) / "emulation.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cooptim.config import ConfigError
+    from cooptim.train import RunError
+
+    parser = argparse.ArgumentParser(prog="python -m cooptim.emulate", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="a trained run folder (with config.yaml and checkpoints/)")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.run_dir)
+    except (RunError, ConfigError, q.QuantizationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    console = Console()
+    table = Table(title=f"fixed-point emulation of {args.run_dir}")
+    for col in ("layer", "pattern", "input", "weight frac", "output", "acc bits (needed)", "saturated"):
+        table.add_column(col, justify="right" if col in ("acc bits (needed)", "saturated") else "left")
+    for row in result["layers"]:
+        lo, hi = row["weight_frac"]
+        table.add_row(row["layer"], row["pattern"], row["input"], f"{lo}" if lo == hi else f"{lo}..{hi}",
+                      row["output"], f"{row['acc_bits']} ({row['acc_bits_needed']})",
+                      f"{result['saturated'][row['layer']]:,}")
+    console.print(table)
+    drop = 100 * (result["float_accuracy"] - result["integer_accuracy"])
+    console.print(f"test accuracy: float {result['float_accuracy']:.4f}, integer {result['integer_accuracy']:.4f} "
+                  f"({drop:+.2f} points lost), same prediction on {result['agreement']:.1%} of "
+                  f"{result['examples']} images")
+    console.print(f"written: {Path(args.run_dir) / 'emulation.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
