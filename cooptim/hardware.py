@@ -28,7 +28,7 @@ def network_of(model, descriptions, hw: HardwareConfig, *, dense: bool = False) 
     (`nn.describe`) and its layers' patterns (all dense with `dense=True`)."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     patterns = [cm.DensePattern() if dense else layers[d.name].current_method().pattern() for d in descriptions]
-    return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits))
+    return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
 def _summary(cost) -> dict:
