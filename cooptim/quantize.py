@@ -364,11 +364,11 @@ def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork
         ))
         in_format, in_shape = out_format, layers[-1].final_shape
     net = QuantizedNetwork(tuple(layers), tuple(images.shape[1:]))
-    _check_accumulators(net, images)
+    check_accumulators(net, images)
     return net
 
 
-def _check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
+def check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
     """Every accumulator (and bias) fits acc_bits on the calibration data, else a QuantizationError."""
     _, trace = net.forward(net.quantize_input(images), exact=True)
     for layer, info in zip(net.layers, trace):

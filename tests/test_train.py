@@ -195,3 +195,43 @@ def test_nm_with_a_mask_interval_trains_and_resumes_exactly(tmp_path):
     for (_, la), (_, lb) in zip(sparse_layers(a), sparse_layers(b)):
         np.testing.assert_array_equal(la.kernel[...], lb.kernel[...])
         np.testing.assert_array_equal(la.mask(), lb.mask())
+
+
+def test_emulate_then_export_then_cpp_check_from_a_trained_run(trained, tmp_path, capsys):
+    """The README's flow: integer accuracy within 1 point of float, then an export that the C++
+    reference reproduces bit for bit."""
+    import shutil
+
+    from cooptim import emulate
+    from cooptim.export.__main__ import main as export_main
+
+    cfg, report = trained
+    assert emulate.main([str(cfg.run_dir)]) == 0
+    result = json.loads((cfg.run_dir / "emulation.json").read_text())
+    assert result["float_accuracy"] == pytest.approx(report["test_accuracy"])
+    assert abs(result["float_accuracy"] - result["integer_accuracy"]) <= 0.01
+    assert [row["layer"] for row in result["layers"]] == ["conv1", "conv2", "conv3", "head"]
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    out = tmp_path / "hw"
+    assert export_main([str(cfg.run_dir), "--out", str(out), "--check"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    accel = json.loads((out / "accelerator.json").read_text())
+    assert [layer["sparsity"]["pattern"] for layer in accel["layers"]] == ["dense", "nm", "nm", "dense"]
+    assert accel["pipeline"]["throughput"] == pytest.approx(report["hardware"]["sparse"]["throughput"], rel=1e-6)
+    # a second export to the same folder is refused, and the folder is left as it was
+    before = sorted(p.name for p in out.rglob("*"))
+    assert export_main([str(cfg.run_dir), "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_emulate_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    from cooptim import emulate
+
+    cfg = quick_cfg(tmp_path)
+    cfg.run_dir.mkdir(parents=True)
+    config.save(cfg, cfg.run_dir / "config.yaml")
+    assert emulate.main([str(cfg.run_dir)]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+    assert not (cfg.run_dir / "emulation.json").exists()

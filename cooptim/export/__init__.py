@@ -174,6 +174,12 @@ def _arrays(layer: q.QuantLayer) -> dict[str, tuple[np.ndarray, str]]:
         if g.channel_weight is not None:
             arrays["channel_gate"] = (g.channel_weight.reshape(-1), "int8_t")
             arrays["channel_gate_bias"] = (g.channel_bias.astype(np.int64), "int32_t")
+    for array, (values, ctype) in arrays.items():
+        bits = _WIDTH[ctype]
+        lo, hi = (0, 2**bits - 1) if ctype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if values.size and (values.min() < lo or values.max() > hi):
+            raise ExportError(f"layer {layer.name!r}: its {array} values span {values.min()}..{values.max()}, "
+                              f"outside {ctype}")
     return arrays
 
 
@@ -192,7 +198,6 @@ def _c_array(name: str, values: np.ndarray, ctype: str) -> str:
     flat = [int(v) for v in np.asarray(values).reshape(-1)]
     if not flat:
         return f"constexpr {ctype} {name}[1] = {{0}};  // empty (no entries)\n"
-    # an int32 of -2**31 would need INT32_MIN: the calibration keeps biases inside acc_bits - 1 bits
     return f"constexpr {ctype} {name}[{len(flat)}] = {{\n{_wrap(', '.join(map(str, flat)))}\n}};\n"
 
 
@@ -398,9 +403,13 @@ def saturation_vector(net: q.QuantizedNetwork) -> np.ndarray:
     first = net.layers[0]
     candidates = [np.full((h, w, c), hi), np.full((h, w, c), lo), np.where(board, hi, lo), np.where(board, lo, hi)]
     if first.kind == "conv":
-        signs = np.sign(first.weight.astype(np.int64).sum(axis=1)).reshape(*first.kernel, c)
-        tiled = np.tile(signs, (h // first.kernel[0] + 1, w // first.kernel[1] + 1, 1))[:h, :w]
-        candidates += [np.where(tiled >= 0, hi, lo), np.where(tiled >= 0, lo, hi)]
+        # the sign pattern of one output channel's kernel, tiled at the kernel's period, so that every
+        # window aligned with the tiling reaches that channel's largest possible sum
+        strongest = np.argsort(-np.abs(first.weight.astype(np.int64)).sum(axis=0))[:4]
+        for channel in strongest:
+            signs = np.sign(first.weight[:, channel].astype(np.int64)).reshape(*first.kernel, c)
+            tiled = np.tile(signs, (h // first.kernel[0] + 1, w // first.kernel[1] + 1, 1))[:h, :w]
+            candidates += [np.where(tiled >= 0, hi, lo), np.where(tiled >= 0, lo, hi)]
     batch = np.stack(candidates).astype(np.int8)
     per_vector = [sum(t["saturated"] for t in net.forward(v[None])[1]) for v in batch]
     return batch[int(np.argmax(per_vector))]
@@ -426,13 +435,24 @@ def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors
     from cooptim.emulate import load_quantized
     from cooptim.train import RunError
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} exists; pass --force to replace it")
+    _check_out(Path(out), force)
     try:
         cfg, model, dataset, net = load_quantized(run_dir)
     except (RunError, ConfigError) as e:
         raise ExportError(str(e)) from None
+    return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists; pass --force to replace it")
+
+
+def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, *, force: bool = False,
+                 vectors: int = 8) -> Path:
+    """`export` for a model in memory: its config, model, dataset and `quantize.calibrate` result."""
+    out = Path(out)
+    _check_out(out, force)
     hardware = _hardware(cfg, model, dataset)
     config = accelerator_config(cfg, net, hardware)
     validate(config)
