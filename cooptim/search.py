@@ -221,10 +221,13 @@ def best_so_far(history: list[dict], floor: float) -> list[float]:
     return out
 
 
-def run(path: str | Path, modes=("gradient", "random")) -> dict:
+def run(path: str | Path, modes=("gradient", "random"), budget: int | None = None) -> dict:
+    """Runs the search file's modes (`budget`, when given, replaces the file's evaluation budget)."""
     path = Path(path)
     try:
         cfg = TypeAdapter(SearchConfig).validate_python(yaml.safe_load(path.read_text()))
+        if budget is not None:
+            cfg = TypeAdapter(SearchConfig).validate_python({**dataclasses.asdict(cfg), "budget": budget})
     except OSError as e:
         raise ConfigError(f"{path}: cannot read search file ({e.strerror})") from None
     except ValidationError as e:
@@ -277,10 +280,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cooptim.search", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--mode", choices=["both", "gradient", "random"], default="both")
+    parser.add_argument("--budget", type=int, default=None, help="evaluations per mode (default: the file's)")
     args = parser.parse_args(argv)
     modes = ("gradient", "random") if args.mode == "both" else (args.mode,)
     try:
-        results = run(args.config, modes)
+        results = run(args.config, modes, budget=args.budget)
     except (ConfigError, train.RunError, data_lib.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

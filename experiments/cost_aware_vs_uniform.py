@@ -33,6 +33,11 @@ METHODS = {
     "unstructured (all layers)": (lambda d: f"{{method: unstructured, weight_density: {d}}}", "{}"),
     "nm M=8 (conv1, head dense)": (lambda d: f"{{method: nm, n: {round(d * 8)}, m: 8}}",
                                    "{conv1: {method: dense}, head: {method: dense}}"),
+    "balanced_group group=16 (conv1 dense)": (lambda d: f"{{method: balanced_group, keep: {round(d * 16)}}}",
+                                              "{conv1: {method: dense}}"),
+    "dynamic channel_group=4 (conv1, head dense)": (
+        lambda d: f"{{method: dynamic, target: {d}, channel_group: 4}}",
+        "{conv1: {method: dense}, head: {method: dense}}"),
 }
 DENSITIES = (0.5, 0.25)
 
@@ -59,10 +64,14 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default="experiments/cost_aware_vs_uniform.md")
+    parser.add_argument("--only", nargs="+", default=None, metavar="METHOD",
+                        help="run only these methods (first word of the label); other rows of --out are kept")
     args = parser.parse_args()
 
     jobs = []
     for label, (method, layers) in METHODS.items():
+        if args.only and label.split()[0] not in args.only:
+            continue
         for d in DENSITIES:
             for seed in args.seeds:
                 common = [f"seed={seed}", f"sparsity.default={method(d)}", f"sparsity.layers={layers}"]
@@ -73,6 +82,13 @@ def main():
     with ThreadPoolExecutor(args.workers) as pool:
         reports = list(pool.map(lambda job: run_one(job[3], job[4]), jobs))
 
+    out = Path(args.out)
+    previous = out.read_text() if out.exists() else ""
+    kept = {}  # table rows of methods not rerun, by (label, density)
+    for line in previous.splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) == 7 and cells[0] in METHODS and args.only and cells[0].split()[0] not in args.only:
+            kept[(cells[0], float(cells[1]))] = line
     rows: dict = {}
     for (label, d, kind, _, _), report in zip(jobs, reports):
         rows.setdefault((label, d), {}).setdefault(kind, []).append(report)
@@ -89,6 +105,7 @@ def main():
         "/ images/s | per-layer densities (cost-aware, seed 0) | throughput ratio | accuracy change |",
         "|---|---|---|---|---|---|---|",
     ]
+    new_rows = {}
     for (label, d), kinds in rows.items():
         cells = {}
         for kind, reps in kinds.items():
@@ -98,11 +115,11 @@ def main():
             cells[kind] = (acc, dens, thr)
         per_layer = ", ".join(f"{r['name']} {r['density']:.2f}" for r in kinds["cost-aware"][0]["layers"])
         u, a = cells["uniform"], cells["cost-aware"]
-        lines.append(f"| {label} | {d} | {u[0]:.2f} / {u[1]:.3f} / {u[2]:,.0f} | {a[0]:.2f} / {a[1]:.3f} / "
-                     f"{a[2]:,.0f} | {per_layer} | {a[2] / u[2]:.2f}x | {a[0] - u[0]:+.2f} pt |")
+        new_rows[(label, d)] = (f"| {label} | {d} | {u[0]:.2f} / {u[1]:.3f} / {u[2]:,.0f} | {a[0]:.2f} / "
+                                f"{a[1]:.3f} / {a[2]:,.0f} | {per_layer} | {a[2] / u[2]:.2f}x | {a[0] - u[0]:+.2f} pt |")
+    every = {**kept, **new_rows}
+    lines += [every[(label, d)] for label in METHODS for d in DENSITIES if (label, d) in every]
     lines += ["", f"Raw reports: `{OUT_DIR}/*/report.json` (not committed)."]
-    out = Path(args.out)
-    previous = out.read_text() if out.exists() else ""
     discussion = previous[previous.index("\n## "):] if "\n## " in previous else ""
     out.write_text("\n".join(lines) + "\n" + discussion)
     print("\n".join(lines))
