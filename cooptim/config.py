@@ -141,7 +141,11 @@ class ObjectiveConfig:
       fraction; nm: N of M; balanced_group: kept per group; dynamic: the gate target), so the
       gradient can move sparsity between layers. Otherwise only the methods' own densities move.
     folding: `dse` re-solves the integer folding with the greedy DSE every `dse_every` steps (and
-      holds it fixed in between); `fixed` solves it once, for the initial densities.
+      holds it fixed in between); `fixed` solves it once, for the initial densities; `learned`
+      relaxes it: continuous factors exp(theta) in [1, their maximum] per layer, started at the
+      DSE's solution for the initial densities and trained by the same loss's gradient (their own
+      Adam, learning rate `folding_lr`), the resource penalty keeping them on the device. After
+      training the DSE fixes the integer folding, as for every run.
     """
 
     weight: NonNegativeFloat = 0.0
@@ -155,8 +159,9 @@ class ObjectiveConfig:
     density_weight: NonNegativeFloat = 500.0
     learn_density: StrictBool = False
     density_lr_scale: PositiveFloat = 10.0
-    folding: Literal["dse", "fixed"] = "dse"
+    folding: Literal["dse", "fixed", "learned"] = "dse"
     dse_every: PositiveInt = 100
+    folding_lr: PositiveFloat = 0.05
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -139,6 +139,18 @@ class HardwareObjective:
             return True
         return self.cfg.folding == "dse" and step % self.cfg.dse_every == 0
 
+    # ---------------------------------------------------------------- learned (relaxed) folding
+
+    def initial_theta(self) -> cm.Folding:
+        """log of the current integer folding: where the learned folding starts (float32)."""
+        return cm.relax.log_of_folding(self.folding)
+
+    def learned_folding(self, theta: cm.Folding) -> cm.Folding:
+        """Continuous folding exp(theta), each factor clipped to [1, its maximum for the layer]."""
+        upper = cm.Folding.maximal(self.net)
+        return cm.Folding(*(cm.relax.folding_from_log(t, 1.0, jnp.asarray(u, jnp.float32))
+                            for t, u in zip(theta, upper)))
+
 
 def hardware_loss(objective: HardwareObjective, model, gates, folding, lam, temperature) -> tuple:
     """(loss, metrics) of the hardware terms for the model's current densities."""

@@ -102,6 +102,19 @@ def make_cost_aware_step(objective):
     step(model, optimizer, images, labels, folding, lam, temperature) -> (loss, accuracy, terms,
     gate_stats): terms has the hardware cost, relaxed throughput and overall density; gate_stats
     maps each gated layer to its (density, channel fraction) on the batch."""
+    loss_fn = _cost_aware_loss(objective)
+
+    @nnx.jit
+    def step(model, optimizer, images, labels, folding, lam, temperature):
+        (loss, (logits, terms, stats)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+            model, images, labels, folding, lam, temperature)
+        optimizer.update(model, grads)
+        return loss, (logits.argmax(-1) == labels).mean(), terms, stats
+
+    return step
+
+
+def _cost_aware_loss(objective):
     from cooptim.objective import hardware_loss
 
     def loss_fn(model, images, labels, folding, lam, temperature):
@@ -110,12 +123,28 @@ def make_cost_aware_step(objective):
         stats = {g.layer.layer_name: (g.density, g.channel.mean()) for g in gates}
         return task + hardware, (logits, terms, stats)
 
+    return loss_fn
+
+
+def make_learned_folding_step(objective, folding_optimizer: optax.GradientTransformation):
+    """The cost-aware step that also trains the relaxed folding (`objective.folding: learned`).
+
+    step(model, optimizer, theta, folding_state, images, labels, lam, temperature) -> (loss,
+    accuracy, terms, gate_stats, theta, folding_state); theta is the log folding (a `Folding` of
+    float32 arrays), updated by `folding_optimizer` with the gradient of the same loss."""
+    loss_fn = _cost_aware_loss(objective)
+
+    def loss_of_theta(model, theta, images, labels, lam, temperature):
+        return loss_fn(model, images, labels, objective.learned_folding(theta), lam, temperature)
+
     @nnx.jit
-    def step(model, optimizer, images, labels, folding, lam, temperature):
-        (loss, (logits, terms, stats)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
-            model, images, labels, folding, lam, temperature)
+    def step(model, optimizer, theta, folding_state, images, labels, lam, temperature):
+        (loss, (logits, terms, stats)), (grads, theta_grad) = nnx.value_and_grad(
+            loss_of_theta, argnums=(0, 1), has_aux=True)(model, theta, images, labels, lam, temperature)
         optimizer.update(model, grads)
-        return loss, (logits.argmax(-1) == labels).mean(), terms, stats
+        updates, folding_state = folding_optimizer.update(theta_grad, folding_state, theta)
+        return (loss, (logits.argmax(-1) == labels).mean(), terms, stats, optax.apply_updates(theta, updates),
+                folding_state)
 
     return step
 
@@ -318,6 +347,8 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
     _truncate_metrics(metrics_path, start, steps)
 
     objective, cost_step, stats = None, None, {}
+    learned = _co_optimizing(cfg) and cfg.objective.folding == "learned"
+    theta_state = None  # learned folding: (theta, its optimizer state)
     if _co_optimizing(cfg):
         from cooptim.objective import HardwareObjective
 
@@ -325,8 +356,13 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
             objective = HardwareObjective.of(cfg, model, dataset.image_shape, source)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        cost_step = make_cost_aware_step(objective)
         _load_folding(run_dir, objective, start)
+        if learned:
+            folding_optimizer = optax.adam(cfg.objective.folding_lr)
+            cost_step = make_learned_folding_step(objective, folding_optimizer)
+            theta_state = _load_learned_folding(run_dir, objective, folding_optimizer, start)
+        else:
+            cost_step = make_cost_aware_step(objective)
 
     model.train()
     reporter.start(steps, start)
@@ -349,9 +385,18 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                     from cooptim.objective import lambda_at, temperature_at
 
                     lam = lambda_at(cfg.objective, step / steps)
-                    loss, acc, terms, stats = cost_step(
-                        model, optimizer, jnp.asarray(images), jnp.asarray(labels), objective.folding,
-                        jnp.float32(lam), jnp.float32(temperature_at(cfg.objective, step / steps)))
+                    temperature = jnp.float32(temperature_at(cfg.objective, step / steps))
+                    if learned:
+                        if theta_state is None:  # starts at the DSE's integer folding
+                            theta = objective.initial_theta()
+                            theta_state = (theta, folding_optimizer.init(theta))
+                        loss, acc, terms, stats, *theta_state = cost_step(
+                            model, optimizer, *theta_state, jnp.asarray(images), jnp.asarray(labels),
+                            jnp.float32(lam), temperature)
+                    else:
+                        loss, acc, terms, stats = cost_step(
+                            model, optimizer, jnp.asarray(images), jnp.asarray(labels), objective.folding,
+                            jnp.float32(lam), temperature)
                     extra = {"lambda": lam, "overall_density": terms["overall_density"],
                              "modelled_throughput": terms["throughput"]}
                 done = step + 1
@@ -374,8 +419,12 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
                 if done % cfg.train.checkpoint_every == 0:
                     log.flush()
                     checkpoints.save(done, model, optimizer)
+                    if theta_state is not None:
+                        _save_learned_folding(run_dir, done, theta_state)
             nn.set_progress(model, 1.0)
             checkpoints.save(steps, model, optimizer)
+            if theta_state is not None:
+                _save_learned_folding(run_dir, steps, theta_state)
             test = evaluate(model, dataset.test, cfg.data.eval_batch_size)
             record = {"step": steps, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
             log.write(json.dumps(record) + "\n")
@@ -385,6 +434,10 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
         reporter.close()
 
     report = build_report(cfg, model, dataset, steps, test, source)
+    if theta_state is not None:  # the continuous folding the run ended with (the DSE's is in "sparse")
+        report["hardware"]["learned_folding"] = {
+            f: np.round(np.asarray(v, np.float64), 3).tolist()
+            for f, v in objective.learned_folding(theta_state[0])._asdict().items()}
     np.savez_compressed(run_dir / "masks.npz", **masks_of(model))
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -404,6 +457,29 @@ def _save_folding(run_dir: Path, objective, step: int) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(history))
     tmp.replace(path)
+
+
+def _save_learned_folding(run_dir: Path, step: int, theta_state) -> None:
+    """Keeps the learned folding and its optimizer state at each checkpoint step
+    (learned_folding.json), so that a resumed run continues from the same values."""
+    path = run_dir / "learned_folding.json"
+    history = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] < step]
+    history.append({"step": step, "leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(theta_state)]})
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(history))
+    tmp.replace(path)
+
+
+def _load_learned_folding(run_dir: Path, objective, folding_optimizer, start: int):
+    """(theta, optimizer state) saved at checkpoint step `start`, or None (a fresh start)."""
+    path = run_dir / "learned_folding.json"
+    saved = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] == start]
+    if not saved or objective.folding is None:
+        return None
+    theta = objective.initial_theta()
+    template = (theta, folding_optimizer.init(theta))
+    leaves = [jnp.asarray(x, jnp.asarray(t).dtype) for x, t in zip(saved[-1]["leaves"], jax.tree.leaves(template))]
+    return tuple(jax.tree.unflatten(jax.tree.structure(template), leaves))
 
 
 def _load_folding(run_dir: Path, objective, start: int) -> None:
