@@ -18,14 +18,17 @@ import numpy as np
 from cooptim import quantize as q
 
 
+def calibration_images(cfg, dataset) -> np.ndarray:
+    """The first `hardware.calibration_samples` training images (all of them if fewer)."""
+    return dataset.train.get(np.arange(min(cfg.hardware.calibration_samples, len(dataset.train))))[0]
+
+
 def load_quantized(run_dir: str | Path):
     """(config, model, dataset, quantized network) of a trained run folder."""
     from cooptim.train import load_run
 
     cfg, model, dataset = load_run(run_dir)
-    count = min(cfg.hardware.calibration_samples, len(dataset.train))
-    images, _ = dataset.train.get(np.arange(count))
-    return cfg, model, dataset, q.calibrate(model, images, cfg.hardware)
+    return cfg, model, dataset, q.calibrate(model, calibration_images(cfg, dataset), cfg.hardware)
 
 
 def evaluate(model, net: q.QuantizedNetwork, source, batch_size: int = 256) -> dict:
@@ -55,10 +58,10 @@ def layer_rows(net: q.QuantizedNetwork, needed: list[int]) -> list[dict]:
 
 def run(run_dir: str | Path) -> dict:
     cfg, model, dataset, net = load_quantized(run_dir)
-    count = min(cfg.hardware.calibration_samples, len(dataset.train))
-    needed = q.accumulator_bits_needed(net, dataset.train.get(np.arange(count))[0])
+    images = calibration_images(cfg, dataset)
+    needed = q.accumulator_bits_needed(net, images)
     result = {**evaluate(model, net, dataset.test), "layers": layer_rows(net, needed),
-              "calibration_samples": count, "rounding": cfg.hardware.rounding,
+              "calibration_samples": len(images), "rounding": cfg.hardware.rounding,
               "weight_scale": cfg.hardware.weight_scale}
     (Path(run_dir) / "emulation.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

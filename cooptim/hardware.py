@@ -31,7 +31,8 @@ def network_of(model, descriptions, hw: HardwareConfig, *, dense: bool = False) 
     return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
-def _summary(cost) -> dict:
+def cost_summary(cost) -> dict:
+    """A cost model's `Cost` as plain floats (throughput, latency, energy, resources, per-layer cycles)."""
     util = {k: float(v) for k, v in cost.utilisation.items()} if hasattr(cost, "utilisation") else {}
     return {
         "throughput": float(cost.throughput),
@@ -50,12 +51,15 @@ def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Devic
     hw = cfg.hardware
     if hw.accelerator == "overlay":
         cost = cm.overlay.evaluate(net, cm.overlay.Engine(hw.pe_in, hw.pe_out), density, device)
-        return {**_summary(cost), "folding": None}
+        return {**cost_summary(cost), "folding": None}
     result = cm.dse.greedy(net, density, device)
-    names = list(net.names)
-    folding = {name: {f: int(np.asarray(v)[i]) for f, v in zip(cm.Folding._fields, result.folding)}
-               for i, name in enumerate(names)}
-    return {**_summary(result.cost), "folding": folding}
+    return {**cost_summary(result.cost), "folding": folding_by_layer(net, result.folding)}
+
+
+def folding_by_layer(net: cm.Network, folding: cm.Folding) -> dict:
+    """{layer name: {factor: int}} of an integer folding."""
+    return {name: {f: int(np.asarray(v)[i]) for f, v in zip(cm.Folding._fields, folding)}
+            for i, name in enumerate(net.names)}
 
 
 def _mask_density(layer) -> float:

@@ -233,7 +233,9 @@ def _check_formats(hw: HardwareConfig) -> None:
 def float_stages(stages, x) -> list[np.ndarray]:
     """The float model run stage by stage: each stage's output after ReLU and before pooling."""
     import jax
+    from flax import nnx
 
+    pools = {"avg": nnx.avg_pool, "max": nnx.max_pool}
     outputs = []
     for stage in stages:
         if stage.layer.layout.in_axis == 0 and x.ndim > 2:  # a dense layer after a conv
@@ -242,12 +244,9 @@ def float_stages(stages, x) -> list[np.ndarray]:
         if stage.relu:
             y = jax.nn.relu(y)
         outputs.append(np.asarray(y))
-        if stage.pool == "avg":
-            k = stage.pool_size
-            y = y.reshape(y.shape[0], y.shape[1] // k, k, y.shape[2] // k, k, y.shape[3]).mean(axis=(2, 4))
-        elif stage.pool == "max":
-            k = stage.pool_size
-            y = y.reshape(y.shape[0], y.shape[1] // k, k, y.shape[2] // k, k, y.shape[3]).max(axis=(2, 4))
+        if stage.pool is not None:
+            window = (stage.pool_size, stage.pool_size)
+            y = pools[stage.pool](y, window_shape=window, strides=window)
         x = y
     return outputs
 
@@ -368,21 +367,23 @@ def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork
     return net
 
 
-def check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
-    """Every accumulator (and bias) fits acc_bits on the calibration data, else a QuantizationError."""
+def _accumulator_ranges(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
+    """Per layer, the largest |accumulator + bias| (or |bias|) over `images`, exactly."""
     _, trace = net.forward(net.quantize_input(images), exact=True)
-    for layer, info in zip(net.layers, trace):
-        needed = max(info["acc_max"], int(np.abs(layer.bias).max(initial=0))).bit_length() + 1
-        if needed > layer.acc_bits:
-            raise QuantizationError(
-                f"layer {layer.name!r}: the accumulator needs {needed} bits for the calibrated range "
-                f"(|acc| up to {max(info['acc_max'], int(np.abs(layer.bias).max(initial=0))):,} at 2^-"
-                f"{int(layer.acc_frac.min())}..2^-{int(layer.acc_frac.max())}), but 'hardware.acc_bits' is "
-                f"{layer.acc_bits}: the format is too narrow")
+    return [max(info["acc_max"], int(np.abs(layer.bias).max(initial=0))) for layer, info in zip(net.layers, trace)]
 
 
 def accumulator_bits_needed(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
     """Per layer, the accumulator bits the calibration images need (for reports and tests)."""
-    _, trace = net.forward(net.quantize_input(images), exact=True)
-    return [max(info["acc_max"], int(np.abs(layer.bias).max(initial=0))).bit_length() + 1
-            for layer, info in zip(net.layers, trace)]
+    return [r.bit_length() + 1 for r in _accumulator_ranges(net, images)]
+
+
+def check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
+    """Every accumulator (and bias) fits acc_bits on the calibration data, else a QuantizationError."""
+    for layer, largest in zip(net.layers, _accumulator_ranges(net, images)):
+        needed = largest.bit_length() + 1
+        if needed > layer.acc_bits:
+            raise QuantizationError(
+                f"layer {layer.name!r}: the accumulator needs {needed} bits for the calibrated range "
+                f"(|acc| up to {largest:,} at 2^-{int(layer.acc_frac.min())}..2^-{int(layer.acc_frac.max())}), "
+                f"but 'hardware.acc_bits' is {layer.acc_bits}: the format is too narrow")

@@ -451,9 +451,20 @@ def _co_optimizing(cfg: Config) -> bool:
 def _save_folding(run_dir: Path, objective, step: int) -> None:
     """Appends the folding solved at `step` to folding.json (the history of DSE solves), so that a
     resumed run continues with the folding the uninterrupted run had at its step."""
-    path = run_dir / "folding.json"
-    history = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] < step]
-    history.append({"step": step, "folding": {f: np.asarray(v).tolist() for f, v in objective.folding._asdict().items()}})
+    _append_history(run_dir / "folding.json", step,
+                    {"folding": {f: np.asarray(v).tolist() for f, v in objective.folding._asdict().items()}})
+
+
+def _history(path: Path) -> list[dict]:
+    """The entries of a per-step history file (folding.json, learned_folding.json); [] if none."""
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _append_history(path: Path, step: int, entry: dict) -> None:
+    """Adds `entry` at `step` to a history file, dropping later entries (left by an interrupted
+    run that is now redoing those steps); written atomically."""
+    history = [h for h in _history(path) if h["step"] < step]
+    history.append({"step": step, **entry})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(history))
     tmp.replace(path)
@@ -462,18 +473,13 @@ def _save_folding(run_dir: Path, objective, step: int) -> None:
 def _save_learned_folding(run_dir: Path, step: int, theta_state) -> None:
     """Keeps the learned folding and its optimizer state at each checkpoint step
     (learned_folding.json), so that a resumed run continues from the same values."""
-    path = run_dir / "learned_folding.json"
-    history = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] < step]
-    history.append({"step": step, "leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(theta_state)]})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history))
-    tmp.replace(path)
+    _append_history(run_dir / "learned_folding.json", step,
+                    {"leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(theta_state)]})
 
 
 def _load_learned_folding(run_dir: Path, objective, folding_optimizer, start: int):
     """(theta, optimizer state) saved at checkpoint step `start`, or None (a fresh start)."""
-    path = run_dir / "learned_folding.json"
-    saved = [h for h in (json.loads(path.read_text()) if path.exists() else []) if h["step"] == start]
+    saved = [h for h in _history(run_dir / "learned_folding.json") if h["step"] == start]
     if not saved or objective.folding is None:
         return None
     theta = objective.initial_theta()
@@ -484,12 +490,9 @@ def _load_learned_folding(run_dir: Path, objective, folding_optimizer, start: in
 
 def _load_folding(run_dir: Path, objective, start: int) -> None:
     """The folding in force at step `start` of an interrupted run (the last solve before it)."""
-    path = run_dir / "folding.json"
-    if not path.exists():
-        return
     import cost_models as cm
 
-    history = [h for h in json.loads(path.read_text()) if h["step"] < start]
+    history = [h for h in _history(run_dir / "folding.json") if h["step"] < start]
     if history:
         objective.folding = cm.Folding(**{f: np.asarray(v, np.int32) for f, v in history[-1]["folding"].items()})
         objective.dse_solves = len(history)

@@ -24,7 +24,7 @@ import optax
 import cost_models as cm
 from cooptim import config as config_lib
 from cooptim import nn
-from cooptim.objective import HardwareObjective
+from cooptim.objective import HardwareObjective, temperature_at
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {"unstructured": "{{method: unstructured, weight_density: {d}}}",
@@ -72,8 +72,7 @@ def allocate(obj: HardwareObjective, target: float) -> np.ndarray:
         if i % DSE_EVERY == 0:
             w = np.asarray(weights(params))
             folding = cm.dse.greedy(obj.net, cm.Density(w, np.ones_like(w)), obj.device).folding
-        temperature = float(np.exp(np.log(0.2) + i / STEPS * (np.log(0.05) - np.log(0.2))))
-        params, state = step(params, state, folding, temperature)
+        params, state = step(params, state, folding, temperature_at(obj.cfg, i / STEPS))
     w = np.asarray(weights(params))
     # hold the overall density at the target exactly: scale the pruned layers' densities
     macs = np.where(obj.pruned, obj.macs, 0.0)

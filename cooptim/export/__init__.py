@@ -61,28 +61,22 @@ def _hardware(cfg, model, dataset) -> dict:
     import cost_models as cm
     from cooptim import nn
     from cooptim.data import eval_batches
-    from cooptim.hardware import densities_of, device_of, network_of
+    from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
 
     descriptions = nn.describe(model, dataset.image_shape)
     gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
     net = network_of(model, descriptions, cfg.hardware)
     device = device_of(cfg.hardware)
     result = cm.dse.greedy(net, densities_of(model, net.names, gates), device)
-    cost, folding = result.cost, result.folding
-    layers = {}
-    for i, name in enumerate(net.names):
-        layers[name] = {
-            "folding": {f: int(np.asarray(getattr(folding, f))[i]) for f in cm.Folding._fields},
-            "cycles": float(np.asarray(cost.layer_cycles)[i]),
-            "dsp": float(np.asarray(cost.layer_dsp)[i]),
-            "bram18": float(np.asarray(cost.layer_bram18)[i]),
-        }
-    bottleneck = net.names[int(np.argmax(np.asarray(cost.layer_cycles)))]
-    return {"device": device.name, "clock_mhz": float(device.clock_mhz), "layers": layers,
-            "pipeline": {"throughput": float(cost.throughput), "latency_s": float(cost.latency),
-                         "bottleneck": bottleneck, "dsp": float(cost.dsp), "bram18": float(cost.bram18),
-                         "lut": float(cost.lut), "ff": float(cost.ff), "energy_j": float(cost.energy_j),
-                         "utilisation": {k: float(v) for k, v in cost.utilisation.items()}}}
+    summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)
+    layer_dsp, layer_bram18 = np.asarray(result.cost.layer_dsp), np.asarray(result.cost.layer_bram18)
+    layers = {name: {"folding": folding[name], "cycles": summary["layer_cycles"][i],
+                     "dsp": float(layer_dsp[i]), "bram18": float(layer_bram18[i])}
+              for i, name in enumerate(net.names)}
+    bottleneck = net.names[int(np.argmax(summary["layer_cycles"]))]
+    pipeline = {"throughput": summary["throughput"], "latency_s": summary["latency_s"], "bottleneck": bottleneck,
+                **{k: summary[k] for k in ("dsp", "bram18", "lut", "ff", "energy_j", "utilisation")}}
+    return {"device": device.name, "clock_mhz": float(device.clock_mhz), "layers": layers, "pipeline": pipeline}
 
 
 # ------------------------------------------------------------------------------ accelerator.json
@@ -92,10 +86,11 @@ def _format(bits, frac) -> dict:
     return {"bits": int(bits), "frac": int(frac)}
 
 
-def accelerator_config(cfg, net: q.QuantizedNetwork, hardware: dict) -> dict:
+def accelerator_config(cfg, net: q.QuantizedNetwork, hardware: dict, arrays: list[dict]) -> dict:
+    """accelerator.json; `arrays`: each layer's exported arrays (`_arrays`), for the file names."""
     hw = cfg.hardware
     layers = []
-    for layer in net.layers:
+    for layer, layer_arrays in zip(net.layers, arrays):
         cost = hardware["layers"][layer.name]
         entry = {
             "name": layer.name, "c_name": c_name(layer.name), "type": layer.kind,
@@ -112,7 +107,7 @@ def accelerator_config(cfg, net: q.QuantizedNetwork, hardware: dict) -> dict:
                 "output": _format(layer.out_format.bits, layer.out_format.frac),
             },
             "weights": {"rows": int(layer.weight.shape[0]), "nonzero": int(np.count_nonzero(layer.weight)),
-                        "files": sorted(f"weights/{c_name(layer.name)}_{a}.mem" for a in _arrays(layer))},
+                        "files": sorted(f"weights/{c_name(layer.name)}_{a}.mem" for a in layer_arrays)},
             "expected": {"cycles": cost["cycles"], "dsp": cost["dsp"], "bram18": cost["bram18"]},
         }
         layers.append(entry)
@@ -454,7 +449,8 @@ def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, 
     out = Path(out)
     _check_out(out, force)
     hardware = _hardware(cfg, model, dataset)
-    config = accelerator_config(cfg, net, hardware)
+    arrays = [_arrays(layer) for layer in net.layers]
+    config = accelerator_config(cfg, net, hardware, arrays)
     validate(config)
     images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
     inputs, trace = test_vectors(net, images)
@@ -462,7 +458,7 @@ def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write(tmp, cfg, net, config, inputs, trace, labels)
+        _write(tmp, net, config, arrays, inputs, trace, labels)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -483,21 +479,18 @@ def validate(config: dict) -> None:
         raise ExportError(f"accelerator.json does not match schema {SCHEMA_VERSION} at {where}: {e.message}") from None
 
 
-def _write(folder: Path, cfg, net, config, inputs, trace, labels) -> None:
+def _write(folder: Path, net, config, arrays, inputs, trace, labels) -> None:
     (folder / "weights").mkdir()
     (folder / "testbench").mkdir()
     (folder / "accelerator.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "fpgaconvnet.json").write_text(json.dumps(fpgaconvnet_config(net, config), indent=2) + "\n")
     (folder / "params.h").write_text(params_header(net, config))
-    all_arrays = []
-    for layer in net.layers:
-        arrays = _arrays(layer)
-        all_arrays.append(arrays)
+    for layer, layer_arrays in zip(net.layers, arrays):
         name = c_name(layer.name)
-        (folder / "weights" / f"{name}.h").write_text(_layer_header(layer, arrays))
-        for array, (values, ctype) in arrays.items():
+        (folder / "weights" / f"{name}.h").write_text(_layer_header(layer, layer_arrays))
+        for array, (values, ctype) in layer_arrays.items():
             (folder / "weights" / f"{name}_{array}.mem").write_text(_mem(values, ctype))
-    (folder / "weights" / "weights.h").write_text(_weights_table(net, all_arrays))
+    (folder / "weights" / "weights.h").write_text(_weights_table(net, arrays))
     (folder / "testbench" / "input.mem").write_text(_mem(inputs, "int8_t"))
     for layer, info in zip(net.layers, trace):
         ctype = "int8_t" if layer.out_format.bits <= 8 else "int32_t"
