@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rich.console import Console
+from rich.table import Table
+
 from cooptim import quantize as q
+from cooptim.config import ConfigError
+from cooptim.run import RunError, load_run
 
 
 def calibration_images(cfg, dataset) -> np.ndarray:
@@ -25,8 +30,6 @@ def calibration_images(cfg, dataset) -> np.ndarray:
 
 def load_quantized(run_dir: str | Path):
     """(config, model, dataset, quantized network) of a trained run folder."""
-    from cooptim.train import load_run
-
     cfg, model, dataset = load_run(run_dir)
     return cfg, model, dataset, q.calibrate(model, calibration_images(cfg, dataset), cfg.hardware)
 
@@ -68,12 +71,6 @@ def run(run_dir: str | Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from cooptim.config import ConfigError
-    from cooptim.train import RunError
-
     parser = argparse.ArgumentParser(prog="python -m cooptim.emulate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a trained run folder (with config.yaml and checkpoints/)")
     args = parser.parse_args(argv)

@@ -45,12 +45,13 @@ def temperature_at(cfg: ObjectiveConfig, progress: float) -> float:
     return math.exp((1 - p) * math.log(cfg.temperature_start) + p * math.log(cfg.temperature_end))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class HardwareObjective:
-    """The hardware terms of one model on one device. Build with `HardwareObjective.of`.
+    """The hardware terms of one model on one device. Build with `HardwareObjective.of`. Holds no
+    training state: the current integer folding and the learned one live in the `TrainState`.
 
     net: the cost model's network (layer order = `names`); macs: (L,) MACs per layer; pruned:
-    (L,) bool, the layers whose method is not dense; folding: the current integer folding.
+    (L,) bool, the layers whose method is not dense.
     """
 
     cfg: ObjectiveConfig
@@ -59,8 +60,6 @@ class HardwareObjective:
     names: tuple[str, ...]
     macs: np.ndarray
     pruned: np.ndarray
-    folding: cm.Folding | None = None
-    dse_solves: int = 0
 
     @classmethod
     def of(cls, cfg: Config, model, in_shape, source: str = "<config>") -> "HardwareObjective":
@@ -82,9 +81,9 @@ class HardwareObjective:
     def densities(self, model, gates) -> cm.Density:
         """Traced (L,) densities of `model` for the cost model: each layer's `density()` (its
         learned variable or its method's own), and for dynamically gated layers the gates' density
-        from this batch (`gates`: the `nn.collect_gates` records), split as channel x rest."""
+        from this batch (`gates`: {layer: `nn.GateRecord`}, the gate taps), split as channel x rest."""
         layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-        by_gate = {g.layer.layer_name: g for g in gates}
+        by_gate = gates
         weight, activation = [], []
         for name in self.names:
             if name in by_gate:
@@ -127,23 +126,15 @@ class HardwareObjective:
         return densities_of(model, self.names, gate_stats, static=lambda layer: float(layer.density()))
 
     def solve_folding(self, model, gate_stats: dict | None = None) -> cm.Folding:
-        """Re-solves the integer folding with the greedy DSE for the model's current densities."""
-        result = cm.dse.greedy(self.net, self.concrete_densities(model, gate_stats), self.device)
-        self.folding = result.folding
-        self.dse_solves += 1
-        return self.folding
+        """The integer folding of the greedy DSE for the model's current densities."""
+        return cm.dse.greedy(self.net, self.concrete_densities(model, gate_stats), self.device).folding
 
     def due(self, step: int) -> bool:
-        """Whether the folding is re-solved at `step`."""
-        if self.folding is None:
-            return True
-        return self.cfg.folding == "dse" and step % self.cfg.dse_every == 0
+        """Whether the folding is re-solved before `step` (the first solve is at step 0, when
+        the training state is made)."""
+        return self.cfg.folding == "dse" and step > 0 and step % self.cfg.dse_every == 0
 
     # ---------------------------------------------------------------- learned (relaxed) folding
-
-    def initial_theta(self) -> cm.Folding:
-        """log of the current integer folding: where the learned folding starts (float32)."""
-        return cm.relax.log_of_folding(self.folding)
 
     def learned_folding(self, theta: cm.Folding) -> cm.Folding:
         """Continuous folding exp(theta), each factor clipped to [1, its maximum for the layer]."""

@@ -31,10 +31,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from cooptim.config import HardwareConfig
+from cooptim.sparsity.csp import cascade_lengths
 from kernels import fixed_point as fp
 from kernels import nm as nm_kernels
 from kernels import skip as skip_kernels
@@ -232,9 +235,6 @@ def _check_formats(hw: HardwareConfig) -> None:
 
 def float_stages(stages, x) -> list[np.ndarray]:
     """The float model run stage by stage: each stage's output after ReLU and before pooling."""
-    import jax
-    from flax import nnx
-
     pools = {"avg": nnx.avg_pool, "max": nnx.max_pool}
     outputs = []
     for stage in stages:
@@ -307,8 +307,6 @@ def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork
     Raises QuantizationError: a model without `stages()`, formats over 8 bits, or an accumulator
     too narrow for the calibrated range (naming the layer, the range and the bits it needs).
     """
-    from cooptim.sparsity.csp import cascade_lengths
-
     _check_formats(hw)
     if not hasattr(model, "stages"):
         raise QuantizationError(f"the model ({type(model).__name__}) is not sequential: fixed-point emulation and "

@@ -49,6 +49,7 @@ import cost_models as cm
 from cooptim import config as config_lib
 from cooptim import data as data_lib
 from cooptim import nn, train
+from cooptim.run import load_run
 from cooptim.config import ConfigError
 from cooptim.hardware import device_of
 from cooptim.sparsity._config import STRICT
@@ -87,13 +88,16 @@ class Problem:
 
 def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpness: float = 20.0):
     """Logits and the per-layer activation densities of the model pruned at (densities,
-    thresholds), each (L,). soft=True: sigmoid masks (differentiable in both)."""
+    thresholds), each (L,). soft=True: sigmoid masks (differentiable in both). The model has
+    searchable input thresholds (`load_run(..., input_thresholds=True)`): they are set in its
+    state, an explicit argument of this function."""
     graphdef, state = nnx.split(model)
     index = {n: i for i, n in enumerate(names)}
     flat = dict(nnx.to_flat_state(state))
     for path, layer in nn.sparse_layers(model):
         w = layer.kernel[...]
-        d = densities[index[layer.layer_name]]
+        i = index[layer.layer_name]
+        d = densities[i]
         t = jnp.quantile(jnp.abs(w), 1.0 - d)
         if soft:
             scale = jnp.abs(w).std() + 1e-12
@@ -101,22 +105,12 @@ def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpne
         else:
             keep = (jnp.abs(w) > t) | (d >= 1.0)
         flat[(*path, "kernel")] = flat[(*path, "kernel")].replace(w * keep)
+        flat[(*path, "input_threshold")] = flat[(*path, "input_threshold")].replace(thresholds[i])
+        flat[(*path, "input_sharpness")] = flat[(*path, "input_sharpness")].replace(
+            jnp.float32(sharpness if soft else 0.0))
     pruned = nnx.merge(graphdef, nnx.from_flat_state(flat))
-    activation = {}
-
-    def hook(name, x):
-        a = thresholds[index[name]]
-        if soft:
-            scale = jnp.sqrt(jnp.mean(x ** 2)) + 1e-12
-            keep = jax.nn.sigmoid(sharpness * (jnp.abs(x) - a) / scale)
-        else:
-            keep = (jnp.abs(x) > a).astype(x.dtype)
-        activation[name] = keep.mean()
-        return x * keep
-
-    with nn.input_hook(hook):
-        logits = pruned(images)
-    return logits, jnp.stack([activation[n] for n in names])
+    logits, taps = nn.capture(pruned, images, nn.ActivationKept)
+    return logits, jnp.stack([taps[nn.ActivationKept][n] for n in names])
 
 
 def build_problem(cfg: SearchConfig, source: Path) -> Problem:
@@ -124,7 +118,7 @@ def build_problem(cfg: SearchConfig, source: Path) -> Problem:
     tcfg = config_lib.load(train_path)
     if not (tcfg.run_dir / "report.json").exists():
         train.run(tcfg, source=str(train_path), force=True)
-    tcfg, model, dataset = train.load_run(tcfg.run_dir)
+    tcfg, model, dataset = load_run(tcfg.run_dir, input_thresholds=True)
     descriptions = nn.describe(model, dataset.image_shape)
     names = tuple(d.name for d in descriptions)
     net = cm.Network.build(descriptions, [cm.UnstructuredPattern()] * len(names),
@@ -132,16 +126,10 @@ def build_problem(cfg: SearchConfig, source: Path) -> Problem:
     # validation: the first examples of the training split (the test split stays unseen)
     images, labels = dataset.train.get(np.arange(len(dataset.train)))
     val = (images[: cfg.validation_size], labels[: cfg.validation_size])
-    rms = {}
-
-    def hook(name, x):
-        rms[name] = jnp.sqrt(jnp.mean(x ** 2))
-        return x
-
-    with nn.input_hook(hook):
-        logits = model(jnp.asarray(val[0]))
+    logits, taps = nn.capture(model, jnp.asarray(val[0]), nn.LayerInput)
+    rms = {name: float(jnp.sqrt(jnp.mean(x ** 2))) for name, (x, _) in taps[nn.LayerInput].items()}
     base = float((np.asarray(logits).argmax(-1) == val[1]).mean())
-    return Problem(model, names, net, device_of(tcfg.hardware), np.array([float(rms[n]) for n in names]),
+    return Problem(model, names, net, device_of(tcfg.hardware), np.array([rms[n] for n in names]),
                    val, images[cfg.validation_size:], labels[cfg.validation_size:], base)
 
 

@@ -29,9 +29,19 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
+import cost_models as cm
+from cooptim import nn
 from cooptim import quantize as q
+from cooptim.config import ConfigError
+from cooptim.data import eval_batches
+from cooptim.emulate import load_quantized
+from cooptim.export.readme import folder_readme
+from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
+from cooptim.run import RunError
+from kernels import nm as nm_kernels
 
 SCHEMA_VERSION = "1.0"
 
@@ -58,11 +68,6 @@ def c_name(name: str) -> str:
 
 def _hardware(cfg, model, dataset) -> dict:
     """Integer folding and per-layer cost of the trained network on the configured device."""
-    import cost_models as cm
-    from cooptim import nn
-    from cooptim.data import eval_batches
-    from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
-
     descriptions = nn.describe(model, dataset.image_shape)
     gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
     net = network_of(model, descriptions, cfg.hardware)
@@ -146,8 +151,6 @@ def _pattern_params(layer: q.QuantLayer) -> dict:
 
 def _arrays(layer: q.QuantLayer) -> dict[str, tuple[np.ndarray, str]]:
     """The layer's arrays in their exported layout: name -> (flat values, C type)."""
-    from kernels import nm as nm_kernels
-
     w = layer.weight
     arrays = {"bias": (layer.bias.astype(np.int64), "int32_t"),
               "weight_frac": (layer.weight_frac.astype(np.int64), "int32_t")}
@@ -426,10 +429,6 @@ def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors
     Raises ExportError (an existing `out` without force, a run folder without a checkpoint) and
     `cooptim.quantize.QuantizationError` (formats); in every case nothing is left at `out`.
     """
-    from cooptim.config import ConfigError
-    from cooptim.emulate import load_quantized
-    from cooptim.train import RunError
-
     _check_out(Path(out), force)
     try:
         cfg, model, dataset, net = load_quantized(run_dir)
@@ -470,8 +469,6 @@ def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, 
 
 def validate(config: dict) -> None:
     """accelerator.json against the shipped schema; an ExportError names the failing path."""
-    import jsonschema
-
     try:
         jsonschema.validate(config, schema())
     except jsonschema.ValidationError as e:
@@ -502,8 +499,6 @@ def _write(folder: Path, net, config, arrays, inputs, trace, labels) -> None:
                "saturated_accumulators": {layer.name: int(info["saturated"]) for layer, info in zip(net.layers, trace)},
                "outputs": {layer.name: f"testbench/{c_name(layer.name)}.mem" for layer in net.layers}}
     (folder / "testbench" / "vectors.json").write_text(json.dumps(vectors, indent=2) + "\n")
-    from cooptim.export.readme import folder_readme
-
     (folder / "README.md").write_text(folder_readme(config, vectors))
 
 

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
-from cooptim.nn.layers import (DensityLogit, GateRecord, Progress, SparseConv, SparseDense, SparseLayer, StoredMask, collect_gates, input_hook, learned_densities, record_layers,
-                               refresh_masks, set_progress)
+from cooptim.nn.gates import GateRecord
+from cooptim.nn.layers import (DensityLogit, InputThreshold, LayerSparsity, Progress, SparseConv, SparseDense,
+                               SparseLayer, StoredMask, refresh_masks, set_progress)
+from cooptim.nn.taps import ActivationKept, GateTap, LayerInput, capture
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
 from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
 
@@ -20,9 +22,12 @@ class SparsityPlan:
     """Resolves each layer's method from a `SparsityConfig`: the first pattern in
     `layers` that matches the layer name, else `default`. Remembers which config key decided."""
 
-    def __init__(self, cfg: SparsityConfig, pe_in: int | None = None):
+    def __init__(self, cfg: SparsityConfig, pe_in: int | None = None, *, density_scale: float | None = None,
+                 input_thresholds: bool = False):
         self.cfg = cfg
         self.pe_in = pe_in
+        self.density_scale = density_scale
+        self.input_thresholds = input_thresholds
         self.used: set[str] = set()
 
     def key_for(self, layer: str) -> str:
@@ -31,12 +36,15 @@ class SparsityPlan:
                 return f"sparsity.layers.{pattern}"
         return "sparsity.default"
 
-    def __call__(self, layer: str) -> SparsityMethod:
+    def __call__(self, layer: str) -> LayerSparsity:
         for pattern, method in self.cfg.layers.items():
             if fnmatch.fnmatchcase(layer, pattern):
                 self.used.add(pattern)
-                return self._resolve(method)
-        return self._resolve(self.cfg.default)
+                return self._spec(method)
+        return self._spec(self.cfg.default)
+
+    def _spec(self, method: SparsityMethod) -> LayerSparsity:
+        return LayerSparsity(self._resolve(method), self.density_scale, self.input_thresholds)
 
     def _resolve(self, method: SparsityMethod) -> SparsityMethod:
         # Kang's groups are the engine's input parallelism: taken from the hardware config.
@@ -49,29 +57,24 @@ class SparsityPlan:
 
 
 def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
-                *, source: str = "<config>", abstract: bool = False) -> nnx.Module:
+                *, source: str = "<config>", abstract: bool = False, input_thresholds: bool = False) -> nnx.Module:
     """Builds the configured model; config problems become one `ConfigError` naming key and file.
 
     abstract=True builds it with `nnx.eval_shape`: parameter shapes only, nothing allocated (for
-    describing large models).
+    describing large models). input_thresholds=True gives every sparse layer a searchable
+    `InputThreshold` (HASS's search).
     """
-    plan = SparsityPlan(cfg.sparsity, cfg.hardware.pe_in)
+    scale = cfg.objective.density_lr_scale if cfg.objective.learn_density else None
+    plan = SparsityPlan(cfg.sparsity, cfg.hardware.pe_in, density_scale=scale, input_thresholds=input_thresholds)
     current = {"layer": None}
 
-    def sparsity_for(layer: str) -> SparsityMethod:
+    def sparsity_for(layer: str) -> LayerSparsity:
         current["layer"] = layer
         return plan(layer)
 
     try:
         width = {} if cfg.model.width is None else {"width": cfg.model.width}
-        build = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
-
-        def make():
-            if not cfg.objective.learn_density:
-                return build()
-            with learned_densities(cfg.objective.density_lr_scale):
-                return build()
-
+        make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
         model = nnx.eval_shape(make) if abstract else make()
     except SparsityError as e:
         raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None
@@ -91,22 +94,38 @@ def sparse_layers(model: nnx.Module) -> list[tuple[tuple, SparseLayer]]:
 
 
 def describe(model: nnx.Module, in_shape: tuple[int, int, int]) -> list:
-    """Static layer descriptions (cost_models.layers) in execution order, by tracing shapes only."""
-    with record_layers() as records:
-        nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, *in_shape), jnp.float32))
-    return [description for description, _ in records]
+    """Static layer descriptions (cost_models.layers) in execution order, by tracing shapes only.
+
+    Each sparse layer taps its (input, output); the order is that of the equations that produce
+    the outputs in the traced program (the order the layers finish in)."""
+    graphdef, state = nnx.split(model)
+
+    def run(state, x):
+        return capture(nnx.merge(graphdef, state), x, LayerInput)[1][LayerInput]
+
+    x = jax.ShapeDtypeStruct((1, *in_shape), jnp.float32)
+    closed, taps = jax.make_jaxpr(run, return_shape=True)(state, x)
+    produced_at = {id(v): i for i, eqn in enumerate(closed.jaxpr.eqns) for v in eqn.outvars}
+    # the program's outputs are the taps flattened: (input, output) per layer, in `taps`' key order
+    outputs = closed.jaxpr.outvars
+    finish = {name: produced_at.get(id(outputs[2 * i + 1]), -1) for i, name in enumerate(taps)}
+    layers = {layer.layer_name: layer for _, layer in sparse_layers(model)}
+    return [layers[name].description(taps[name][0].shape[1:]) for name in sorted(taps, key=finish.get)]
 
 
 def gated_layers(model: nnx.Module) -> list[SparseLayer]:
     """The layers with dynamic (per-input) gates."""
-    return [layer for _, layer in sparse_layers(model) if getattr(layer, "gates", None) is not None]
+    return [layer for _, layer in sparse_layers(model) if layer.sparsity.gates]
+
+
+def gate_stats(records: dict[str, GateRecord]) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """{layer: (active (position, channel) fraction, active channel fraction)} of gate taps."""
+    return {name: (r.density, r.channel.mean()) for name, r in records.items()}
 
 
 @nnx.jit
 def _gate_stats(model, images):
-    with collect_gates() as records:
-        model(images)
-    return {r.layer.layer_name: (r.density, r.channel.mean()) for r in records}
+    return gate_stats(capture(model, images, GateTap)[1][GateTap])
 
 
 def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
@@ -128,13 +147,13 @@ def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
 
 
 __all__ = [
+    "ActivationKept",
     "DensityLogit",
-    "learned_densities",
-    "input_hook",
     "GateRecord",
-    "collect_gates",
-    "gated_layers",
-    "measure_gates",
+    "GateTap",
+    "InputThreshold",
+    "LayerInput",
+    "LayerSparsity",
     "MODELS",
     "CifarResNet",
     "DigitsCNN",
@@ -142,13 +161,16 @@ __all__ = [
     "SparseDense",
     "SparseLayer",
     "SparsityPlan",
-    "build_model",
-    "describe",
-    "record_layers",
-    "set_progress",
-    "refresh_masks",
     "StoredMask",
     "Progress",
+    "build_model",
+    "capture",
+    "describe",
+    "gate_stats",
+    "gated_layers",
+    "measure_gates",
+    "refresh_masks",
     "resnet20",
+    "set_progress",
     "sparse_layers",
 ]

@@ -1,28 +1,19 @@
-"""Sparsity methods: one module per method, each a frozen dataclass of its parameters.
-
-`Method` is the config type: a union of the methods discriminated by their `method` field, so a
-config says ``{method: nm, n: 2, m: 4}``.
-"""
+"""Sparsity methods: one module per method, each a frozen dataclass of its parameters that
+subclasses `SparsityMethod` (`base.py`, the whole contract). `METHODS` and the config type
+`Method` come from the registry (`registry.py`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Union
-
-from pydantic import Field
-
 from cooptim.sparsity.balanced_group import BalancedGroup
-from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
+from cooptim.sparsity.base import (PatternCheck, SparsityError, SparsityMethod, WeightLayout, srste,
+                                   straight_through)
 from cooptim.sparsity.bdwp import BDWP
 from cooptim.sparsity.csp import CSP
 from cooptim.sparsity.dense import Dense
 from cooptim.sparsity.dynamic import Dynamic
-from cooptim.sparsity.nm import NM, nm_mask, srste
+from cooptim.sparsity.nm import NM, nm_mask
+from cooptim.sparsity.registry import METHODS, Method
 from cooptim.sparsity.unstructured import Unstructured
-
-Method = Annotated[Union[Dense, NM, BDWP, BalancedGroup, CSP, Dynamic, Unstructured], Field(discriminator="method")]
-
-METHODS = {"dense": Dense, "nm": NM, "bdwp": BDWP, "balanced_group": BalancedGroup, "csp": CSP,
-           "dynamic": Dynamic, "unstructured": Unstructured}
 
 __all__ = [
     "BDWP",
@@ -40,4 +31,5 @@ __all__ = [
     "WeightLayout",
     "nm_mask",
     "srste",
+    "straight_through",
 ]

@@ -20,22 +20,23 @@ from pydantic import Field, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT, Fraction
-from cooptim.sparsity._schedule import cubic_ramp
-from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
-from cooptim.sparsity.nm import check_count_per_group, srste
+from cooptim.sparsity._schedule import ramped
+from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
+from cooptim.sparsity.nm import check_count_per_group
 from cost_models.sparsity import BalancedGroupPattern
 from kernels.nm import group_rank
 
 
 
 @dataclass(frozen=True, config=STRICT)
-class BalancedGroup:
+class BalancedGroup(SparsityMethod):
     method: Literal["balanced_group"] = "balanced_group"
     keep: Annotated[StrictInt, Field(ge=1)] = 8
     group: Optional[Annotated[StrictInt, Field(ge=1)]] = None
     ramp_start: Fraction = 0.0
     ramp_end: Fraction = 0.5
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+    learns_density = True
 
     @model_validator(mode="after")
     def _keep_at_most_group(self):
@@ -58,7 +59,7 @@ class BalancedGroup:
 
     def kept(self, progress):
         """Weights kept per group at this point of training (a traced integer-valued float)."""
-        return jnp.round(self.group - (self.group - self.keep) * cubic_ramp(progress, self.ramp_start, self.ramp_end))
+        return jnp.round(ramped(self.keep, progress, self.ramp_start, self.ramp_end, initial=self.group))
 
     def mask(self, weight, layout: WeightLayout, progress=1.0):
         return (group_rank(weight, self.group, layout.in_axis) < self.kept(progress)).astype(weight.dtype)
@@ -80,11 +81,8 @@ class BalancedGroup:
     def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
         """The mask keeping round(density x group) per group (a traced density)."""
         keep = jnp.clip(jnp.round(density * self.group), 1, self.group)
-        kept = jnp.round(self.group - (self.group - keep) * cubic_ramp(progress, self.ramp_start, self.ramp_end))
+        kept = jnp.round(ramped(keep, progress, self.ramp_start, self.ramp_end, initial=self.group))
         return (group_rank(weight, self.group, layout.in_axis) < kept).astype(weight.dtype)
-
-    def apply(self, weight, layout: WeightLayout, progress=1.0):
-        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)
 
     def density(self, weight, layout, progress=1.0):
         return self.kept(progress) / self.group

@@ -9,8 +9,7 @@ update is dense with SR-STE's decay on the forward-pruned weights. The compute r
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 import jax
 import jax.numpy as jnp
@@ -18,32 +17,14 @@ from pydantic import Field, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT
-from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
-from cooptim.sparsity.nm import check_count_per_group, srste
+from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout, straight_through
+from cooptim.sparsity.nm import check_count_per_group
 from cost_models.sparsity import NMPattern
 from kernels.nm import bdwp_matmul, nm_mask
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def decay_pruned(weight, mask, decay: float):
-    """Identity forward; backward adds SR-STE's decay on the pruned weights (Zhou et al. 2021)."""
-    return weight
-
-
-def _decay_fwd(weight, mask, decay):
-    return weight, (weight, mask)
-
-
-def _decay_bwd(decay, residuals, g):
-    weight, mask = residuals
-    return g + decay * (1.0 - mask) * weight, jnp.zeros_like(mask)
-
-
-decay_pruned.defvjp(_decay_fwd, _decay_bwd)
-
-
 @dataclass(frozen=True, config=STRICT)
-class BDWP:
+class BDWP(SparsityMethod):
     """Bidirectional N:M.
 
     Attributes:
@@ -60,7 +41,6 @@ class BDWP:
     backward_source: Literal["dense", "forward"] = "dense"
     weight_grad: Literal["dense", "masked"] = "dense"
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
-    uses_project: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _n_at_most_m(self):
@@ -78,15 +58,16 @@ class BDWP:
     def mask(self, weight, layout: WeightLayout, progress=1.0):
         return nm_mask(weight, self.n, self.m, layout.in_axis)
 
-    def apply(self, weight, layout: WeightLayout, progress=1.0):
-        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout)), self.decay)
-
     def density(self, weight, layout, progress=1.0):
         return jnp.float32(self.n / self.m)
 
+    @property
+    def uses_project(self) -> bool:
+        return True
+
     def project(self, x2d, weight2d, layout2d, progress=1.0):
         mask = jax.lax.stop_gradient(nm_mask(weight2d, self.n, self.m, 0))
-        w = decay_pruned(weight2d, mask, self.decay)
+        w = straight_through(weight2d, mask, self.decay, False)  # the kernel masks it
         return bdwp_matmul(x2d, w, self.n, self.m, self.backward_source, self.weight_grad, None)
 
     def pattern(self) -> NMPattern:

@@ -25,9 +25,8 @@ from pydantic import Field, StrictInt
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT, Fraction
-from cooptim.sparsity._schedule import cubic_ramp
-from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
-from cooptim.sparsity.nm import srste
+from cooptim.sparsity._schedule import ramped
+from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
 from cost_models.sparsity import CSPPattern
 
 
@@ -46,13 +45,14 @@ def cascade_lengths(mask, layout: WeightLayout, chunk: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, config=STRICT)
-class CSP:
+class CSP(SparsityMethod):
     method: Literal["csp"] = "csp"
     weight_density: Annotated[float, Field(gt=0.0, le=1.0, strict=True)] = 0.5
     chunk: Annotated[StrictInt, Field(ge=1)] = 4
     ramp_start: Fraction = 0.0
     ramp_end: Fraction = 0.5
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+    learns_density = True
 
     def validate(self, layout: WeightLayout, layer: str) -> None:
         c_out = layout.shape[layout.out_axis]
@@ -61,7 +61,7 @@ class CSP:
                                 f"channels (weight shape {tuple(layout.shape)})")
 
     def target(self, progress):
-        return 1.0 - (1.0 - self.weight_density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        return ramped(self.weight_density, progress, self.ramp_start, self.ramp_end)
 
     def nominal_density(self) -> float:
         return self.weight_density
@@ -74,7 +74,7 @@ class CSP:
 
     def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
         """The cascade mask at a (possibly traced) density."""
-        target = 1.0 - (1.0 - density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        target = ramped(density, progress, self.ramp_start, self.ramp_end)
         rows, moved_shape = _as_rows(weight, layout)
         n_rows, c_out = rows.shape
         chunk_l1 = jnp.abs(rows).reshape(n_rows, c_out // self.chunk, self.chunk).sum(-1)
@@ -83,9 +83,6 @@ class CSP:
         keep = cascade >= tau  # cascade norms fall along a row, so the kept chunks are a prefix
         full = jnp.repeat(keep, self.chunk, axis=-1).astype(weight.dtype).reshape(moved_shape)
         return jnp.moveaxis(full, -1, layout.out_axis)
-
-    def apply(self, weight, layout: WeightLayout, progress=1.0):
-        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)
 
     def density(self, weight, layout, progress=1.0):
         return self.target(progress)

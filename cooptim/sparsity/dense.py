@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 from pydantic.dataclasses import dataclass
 
-from cooptim.sparsity.base import PatternCheck, WeightLayout
+from cooptim.sparsity.base import PatternCheck, SparsityMethod, WeightLayout
 from cooptim.sparsity._config import STRICT
 from cost_models.sparsity import DensePattern
 
 
 @dataclass(frozen=True, config=STRICT)
-class Dense:
+class Dense(SparsityMethod):
     """Keep every weight."""
 
     method: Literal["dense"] = "dense"

@@ -33,7 +33,7 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT
-from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
+from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
 from cost_models.sparsity import DynamicPattern
 
 
@@ -46,7 +46,7 @@ def straight_through_gate(logits: jax.Array, temperature: float) -> jax.Array:
 
 
 @dataclass(frozen=True, config=STRICT)
-class Dynamic:
+class Dynamic(SparsityMethod):
     """Args:
       target: the density (fraction of active position x channel pairs) the sparsity loss aims at.
       loss_weight: weight of the per-layer (density - target)^2 term in the training loss.
@@ -75,6 +75,7 @@ class Dynamic:
         return self
 
     gates = True  # the layer builds gating heads for this method
+    learns_density = True  # the learned density is the layer's gate target
 
     def validate(self, layout: WeightLayout, layer: str) -> None:
         if len(layout.shape) != 4:

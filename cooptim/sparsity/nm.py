@@ -15,7 +15,6 @@ towards zero so that the mask stops oscillating.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Annotated, Literal
 
 import jax
@@ -25,27 +24,9 @@ from pydantic import Field, StrictBool, StrictInt, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT
-from cooptim.sparsity.base import PatternCheck, SparsityError, WeightLayout
+from cooptim.sparsity.base import PatternCheck, SparsityError, SparsityMethod, WeightLayout
 from cost_models.sparsity import NMPattern
-from kernels.nm import group_rank, nm_mask  # the one N:M magnitude mask, shared with the kernels
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def srste(weight: jax.Array, mask: jax.Array, decay: float) -> jax.Array:
-    """Masked weight with the SR-STE gradient (Zhou et al. 2021, Eq. 6)."""
-    return weight * mask
-
-
-def _srste_fwd(weight, mask, decay):
-    return weight * mask, (weight, mask)
-
-
-def _srste_bwd(decay, residuals, g):
-    weight, mask = residuals
-    return g + decay * (1.0 - mask) * weight, jnp.zeros_like(mask)
-
-
-srste.defvjp(_srste_fwd, _srste_bwd)
+from kernels.nm import bdwp_matmul, group_rank, nm_mask  # the one N:M magnitude mask, shared with the kernels
 
 
 def count_per_group(mask, m: int, axis: int) -> np.ndarray:
@@ -64,7 +45,7 @@ def check_count_per_group(mask, keep: int, m: int, axis: int) -> PatternCheck:
 
 
 @dataclass(frozen=True, config=STRICT)
-class NM:
+class NM(SparsityMethod):
     """N:M sparsity with SR-STE.
 
     Attributes:
@@ -86,6 +67,7 @@ class NM:
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
     kernel: StrictBool = False
     mask_interval: Annotated[StrictInt, Field(ge=1)] = 1
+    learns_density = True
 
     @model_validator(mode="after")
     def _n_at_most_m(self):
@@ -111,13 +93,6 @@ class NM:
     def mask(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
         del progress
         return nm_mask(weight, self.n, self.m, layout.axis(self.axis))
-
-    def apply(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
-        return self.apply_mask(weight, self.mask(weight, layout))
-
-    def apply_mask(self, weight: jax.Array, mask: jax.Array) -> jax.Array:
-        """The effective weight for a given (stored) mask, with the SR-STE gradient."""
-        return srste(weight, jax.lax.stop_gradient(mask), self.decay)
 
     def density(self, weight: jax.Array, layout: WeightLayout, progress=1.0) -> jax.Array:
         del weight, layout, progress
@@ -147,8 +122,6 @@ class NM:
     def project(self, x2d, weight2d, layout2d, progress=1.0):
         """x @ the masked weight through kernels.nm's compressed matmul; its VJP is the exact
         gradient at the current mask, so SR-STE applies unchanged."""
-        from kernels.nm import bdwp_matmul
-
         return bdwp_matmul(x2d, self.apply(weight2d, layout2d), self.n, self.m, "same", "dense", None)
 
     def pattern(self) -> NMPattern:

@@ -20,15 +20,14 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from cooptim.sparsity._config import STRICT, Fraction
-from cooptim.sparsity._schedule import cubic_ramp
-from cooptim.sparsity.base import PatternCheck, WeightLayout
-from cooptim.sparsity.nm import srste
+from cooptim.sparsity._schedule import ramped
+from cooptim.sparsity.base import PatternCheck, SparsityMethod, WeightLayout
 from cost_models.sparsity import UnstructuredPattern
 
 
 
 @dataclass(frozen=True, config=STRICT)
-class Unstructured:
+class Unstructured(SparsityMethod):
     method: Literal["unstructured"] = "unstructured"
     weight_density: Optional[Annotated[float, Field(gt=0.0, le=1.0, strict=True)]] = None
     weight_threshold: Optional[Annotated[float, Field(ge=0.0, strict=True)]] = None
@@ -36,6 +35,7 @@ class Unstructured:
     ramp_start: Fraction = 0.0
     ramp_end: Fraction = 0.5
     decay: Annotated[float, Field(ge=0.0, strict=True)] = 2e-4
+    learns_density = True
 
     @model_validator(mode="after")
     def _one_weight_rule(self):
@@ -47,13 +47,10 @@ class Unstructured:
     def uses_project(self) -> bool:
         return self.activation_threshold > 0
 
-    def validate(self, layout: WeightLayout, layer: str) -> None:
-        del layout, layer
-
     def threshold(self, weight, progress=1.0):
         if self.weight_threshold is not None:
-            return jnp.float32(self.weight_threshold) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
-        target = 1.0 - (1.0 - self.weight_density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+            return ramped(jnp.float32(self.weight_threshold), progress, self.ramp_start, self.ramp_end, initial=0.0)
+        target = ramped(self.weight_density, progress, self.ramp_start, self.ramp_end)
         return jnp.quantile(jnp.abs(weight), 1.0 - target)
 
     def nominal_density(self) -> float:
@@ -65,7 +62,7 @@ class Unstructured:
 
     def mask_at(self, weight, layout: WeightLayout, density, progress=1.0):
         """The mask at a traced per-layer density (co-optimization's density variable)."""
-        target = 1.0 - (1.0 - density) * cubic_ramp(progress, self.ramp_start, self.ramp_end)
+        target = ramped(density, progress, self.ramp_start, self.ramp_end)
         threshold = jnp.quantile(jnp.abs(weight), 1.0 - target)
         return ((jnp.abs(weight) > threshold) | (threshold <= jnp.min(jnp.abs(weight)))).astype(weight.dtype)
 
@@ -75,12 +72,6 @@ class Unstructured:
         # at density 1 the quantile is the smallest magnitude: keep it too
         keep = keep | (threshold <= jnp.min(jnp.abs(weight)))
         return keep.astype(weight.dtype)
-
-    def apply(self, weight, layout: WeightLayout, progress=1.0):
-        return srste(weight, jax.lax.stop_gradient(self.mask(weight, layout, progress)), self.decay)
-
-    def density(self, weight, layout, progress=1.0):
-        return self.mask(weight, layout, progress).mean()
 
     def project(self, x2d, weight2d, layout2d, progress=1.0):
         x = x2d * (jnp.abs(x2d) > self.activation_threshold)

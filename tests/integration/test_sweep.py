@@ -9,7 +9,7 @@ import yaml
 from cooptim import sweep
 from cooptim.config import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_sweep(tmp_path, **changes):

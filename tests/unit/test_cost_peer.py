@@ -12,7 +12,7 @@ import pytest
 
 from cost_models import peer
 
-FIXTURE = Path(__file__).parent / "fixtures" / "fpgaconvnet_peer.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "fpgaconvnet_peer.json"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_live_peer_reproduces_the_fixture(tmp_path):
     import json
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     import peer_fpgaconvnet
 
     peer_fpgaconvnet.main(tmp_path / "live.json")

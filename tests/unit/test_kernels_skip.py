@@ -11,7 +11,7 @@ from kernels import reference as ref
 from kernels import skip
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(b=st.integers(1, 3), tiles=st.integers(1, 3), tile=st.sampled_from([1, 2, 4]), k=st.integers(1, 9),
        groups=st.integers(1, 3), group=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16),
        keep=st.booleans(), acc_bits=st.sampled_from([None, 14, 18]), impl=st.sampled_from(["xla", "pallas"]))
@@ -52,7 +52,7 @@ def test_active_lists_pad_with_the_last_active_entry():
     np.testing.assert_array_equal(idx[2], [0, 1, 2, 3])
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(rows=st.integers(1, 12), chunks=st.integers(1, 4), chunk=st.sampled_from([1, 2, 3]),
        m=st.integers(1, 4), seed=st.integers(0, 2**16), tile_split=st.sampled_from([1, 2, 3]),
        impl=st.sampled_from(["xla", "pallas"]), acc_bits=st.sampled_from([None, 16]))

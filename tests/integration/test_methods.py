@@ -8,12 +8,13 @@ import pytest
 import yaml
 
 from cooptim import config, train
+from cooptim.run import load_run
 from cooptim.nn import sparse_layers
 from cooptim.sparsity import CSP, BalancedGroup
 from cooptim.sparsity.csp import cascade_lengths
 from cooptim.sparsity.nm import count_per_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def trained(tmp_path, method_config):
@@ -22,7 +23,7 @@ def trained(tmp_path, method_config):
     raw["train"] = {"steps": 300, "eval_every": 1000, "checkpoint_every": 300}
     cfg = config.from_dict(raw)
     report = train.run(cfg)
-    _, model, _ = train.load_run(cfg.run_dir)
+    _, model, _ = load_run(cfg.run_dir)
     pruned = [layer for _, layer in sparse_layers(model) if layer.sparsity.method != "dense"]
     assert [l.layer_name for l in pruned] == ["conv2", "conv3"]
     assert report["test_accuracy"] > 0.85, report["test_accuracy"]  # chance is 0.10
@@ -111,15 +112,15 @@ def test_method_errors_name_the_layer():
 
 
 def test_dynamic_masks_follow_the_input_and_meet_the_target(tmp_path):
-    from cooptim.nn import collect_gates
+    from cooptim import nn
 
     report, layers = trained(tmp_path, "dynamic")
-    _, model, dataset = train.load_run(tmp_path / "digits_dynamic")
+    _, model, dataset = load_run(tmp_path / "digits_dynamic")
     images, _ = dataset.test.get(np.arange(64))
-    with collect_gates() as gates:
-        model(jnp.asarray(images))
-    assert [g.layer.layer_name for g in gates] == ["conv2", "conv3"]
-    for gate in gates:
+    _, taps = nn.capture(model, jnp.asarray(images), nn.GateTap)
+    gates = taps[nn.GateTap]
+    assert sorted(gates) == ["conv2", "conv3"]
+    for gate in gates.values():
         spatial, channel = np.asarray(gate.spatial), np.asarray(gate.channel)
         assert set(np.unique(spatial)) <= {0.0, 1.0} and set(np.unique(channel)) <= {0.0, 1.0}
         # per-input: different images switch different positions and channel groups on

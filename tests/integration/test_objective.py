@@ -13,7 +13,7 @@ import cost_models as cm
 from cooptim import config, nn, train
 from cooptim.objective import HardwareObjective, lambda_at, temperature_at
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_schedules():

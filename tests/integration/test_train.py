@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from cooptim import config, train
+from cooptim.run import load_run
 from cooptim.nn import sparse_layers
 from cooptim.sparsity.nm import count_per_group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def quick_cfg(tmp_path, name="t", **sections):
@@ -31,7 +32,7 @@ def quick_cfg(tmp_path, name="t", **sections):
 
 def restore_model(cfg, step):
     """The model of checkpoint `step` of a run, loaded as a user would."""
-    _, model, _ = train.load_run(cfg.run_dir, step)
+    _, model, _ = load_run(cfg.run_dir, step)
     return model
 
 
@@ -178,7 +179,7 @@ def test_cli_reports_bad_config_and_writes_nothing(tmp_path):
 
 def test_load_run_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(train.RunError, match="is not a run folder"):
-        train.load_run(tmp_path)
+        load_run(tmp_path)
 
 
 def test_nm_with_a_mask_interval_trains_and_resumes_exactly(tmp_path):

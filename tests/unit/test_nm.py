@@ -11,7 +11,7 @@ from cooptim.sparsity import NM, Dense, SparsityError, WeightLayout, nm_mask, sr
 from cooptim.sparsity.nm import count_per_group
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 8), m_factor=st.integers(0, 3), groups=st.integers(1, 4),
        other=st.integers(1, 5), axis=st.integers(0, 2), seed=st.integers(0, 10_000),
        ties=st.booleans())

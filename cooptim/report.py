@@ -1,0 +1,77 @@
+"""The report of a trained run as a plain dict (report.json); printing it is the CLI's job."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cooptim import data as data_lib
+from cooptim import nn
+from cooptim.config import Config
+from cooptim.hardware import hardware_report
+
+
+def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
+    """Per sparse layer (`descriptions` = `nn.describe(model, in_shape)`): shapes, method, pattern,
+    density, MACs and the pattern check. `gates` (`nn.measure_gates`) gives the measured density of
+    dynamically gated layers (their weights are dense; their work depends on the input)."""
+    rows = []
+    gates = gates or {}
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    for desc in descriptions:
+        layer = layers[desc.name]
+        mask = np.asarray(layer.mask())
+        density = gates[desc.name]["density"] if desc.name in gates else float(mask.mean())
+        method = layer.current_method()  # with its learned density, under co-optimization
+        check = method.check(mask, layer.layout)
+        rows.append({
+            "name": desc.name,
+            "type": type(desc).__name__,
+            "weight_shape": list(desc.weight_shape),
+            "method": layer.sparsity.method,
+            "pattern": method.pattern().describe(),
+            "density": density,
+            "weight_density": float(mask.mean()),
+            "params": desc.params,
+            "nonzero_params": int(np.count_nonzero(np.asarray(layer.effective_kernel()))),
+            "macs": desc.macs,
+            "effective_macs": desc.macs * density,
+            "pattern_ok": check.ok,
+            "pattern_check": check.detail,
+        })
+    return rows
+
+
+def masks_of(model) -> dict[str, np.ndarray]:
+    return {layer.layer_name: np.asarray(layer.mask(), np.uint8) for _, layer in nn.sparse_layers(model)}
+
+
+def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
+                 source: str = "<config>") -> dict:
+    descriptions = nn.describe(model, dataset.image_shape)  # traced once, used by both reports
+    gates = nn.measure_gates(model, (images for images, _ in
+                                     data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    layers = layer_report(model, descriptions, gates)
+    hardware = hardware_report(model, descriptions, cfg, source, gates)
+    for row, cycles in zip(layers, hardware["sparse"]["layer_cycles"]):
+        row["cycles"] = cycles
+    macs = sum(r["macs"] for r in layers)
+    effective = sum(r["effective_macs"] for r in layers)
+    params = sum(r["params"] for r in layers)
+    return {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "steps": steps,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "params": params,
+        "nonzero_params": sum(r["nonzero_params"] for r in layers),
+        "weight_density": sum(r["weight_density"] * r["params"] for r in layers) / params,
+        "macs": macs,
+        "effective_macs": effective,
+        "mac_speedup": macs / effective,
+        "pattern_ok": all(r["pattern_ok"] for r in layers),
+        "hardware": hardware,
+        "layers": layers,
+    }

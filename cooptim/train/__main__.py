@@ -1,0 +1,5 @@
+import sys
+
+from cooptim.cli.train import main
+
+sys.exit(main())
