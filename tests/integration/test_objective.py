@@ -65,32 +65,3 @@ def test_objective_needs_a_pruned_layer(tmp_path):
     raw["objective"]["learn_density"] = False
     with pytest.raises(config.ConfigError, match="no layer is pruned"):
         train.run(config.from_dict(raw))
-
-
-def test_learned_folding_moves_and_resumes_exactly(tmp_path):
-    """objective.folding: learned trains the relaxed folding with the network; a run interrupted
-    and resumed ends with the same learned folding as an uninterrupted one."""
-    from test_train import StopAt
-
-    raw = yaml.safe_load((REPO / "configs/digits_cost_aware.yaml").read_text())
-    raw["train"] = {"steps": 60, "eval_every": 1000, "checkpoint_every": 30, "log_every": 10}
-    raw["objective"].update(folding="learned", folding_lr=0.1)
-
-    def cfg_in(name):
-        return config.from_dict({**raw, "name": name, "output_dir": str(tmp_path)})
-
-    full = train.run(cfg_in("full"))
-    cut = cfg_in("cut")
-    with pytest.raises(KeyboardInterrupt):
-        train.run(cut, reporter=StopAt(40))
-    resumed = train.run(cut, resume=True)
-
-    learned = full["hardware"]["learned_folding"]
-    initial = json.loads((cfg_in("full").run_dir / "folding.json").read_text())
-    assert [h["step"] for h in initial] == [0]  # solved once, then learned
-    moved = [abs(np.log(np.array(learned[f])) - np.log(np.array(initial[0]["folding"][f]))).max()
-             for f in ("coarse_in", "coarse_out", "fine")]
-    assert max(moved) > 0.05, moved  # the gradient moved the folding
-    for f, values in learned.items():
-        np.testing.assert_allclose(resumed["hardware"]["learned_folding"][f], values, rtol=1e-5)
-    assert resumed["test_accuracy"] == full["test_accuracy"]
