@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from pydantic import Field, StrictInt

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal, Optional
 
-import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass

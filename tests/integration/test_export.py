@@ -15,6 +15,7 @@ from cooptim import config as config_lib
 from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
+from cooptim.quantize import network as quantized_network
 from cooptim.data import load as load_data
 
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -78,7 +79,7 @@ def test_cpp_reference_is_bit_exact_with_the_emulation(method, digits, tmp_path)
     if method == "dynamic":  # the gates skip some outputs and keep others
         layer = net.layers[1]
         x = net.forward(inputs[1:])[1][0]["output"]  # conv2's input for the test images
-        spatial, channel = q.gates_of(layer, x, q._im2col(layer, x))
+        spatial, channel = q.gates_of(layer, x, quantized_network._im2col(layer, x))
         assert 0 < spatial.mean() < 1 and 0 < channel.mean() < 1
 
     ex.build_reference(out)

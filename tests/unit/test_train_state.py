@@ -7,7 +7,7 @@ import pytest
 import yaml
 from flax import nnx
 
-from cooptim import config, nn, train
+from cooptim import config, train
 from cooptim.train.checkpoint import Checkpoints
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]

@@ -1,0 +1,180 @@
+"""Post-training calibration of a trained sequential model to the hardware's fixed-point formats
+(see `cooptim.quantize` for the arithmetic)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+
+from cooptim.config import HardwareConfig
+from cooptim.quantize.network import Gate, QuantizationError, QuantizedNetwork, QuantLayer
+from cooptim.sparsity.csp import cascade_lengths
+from kernels import fixed_point as fp
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def _check_formats(hw: HardwareConfig) -> None:
+    for key in ("data_bits", "weight_bits"):
+        bits = getattr(hw, key)
+        if bits > 8:
+            raise QuantizationError(f"'hardware.{key}' is {bits}: the fixed-point path (the kernels' int8 x int8 "
+                                    f"products) takes at most 8 bits")
+
+
+def float_stages(stages, x) -> list[np.ndarray]:
+    """The float model run stage by stage: each stage's output after ReLU and before pooling."""
+    pools = {"avg": nnx.avg_pool, "max": nnx.max_pool}
+    outputs = []
+    for stage in stages:
+        if stage.layer.layout.in_axis == 0 and x.ndim > 2:  # a dense layer after a conv
+            x = x.reshape(x.shape[0], -1)
+        y = stage.layer(x)
+        if stage.relu:
+            y = jax.nn.relu(y)
+        outputs.append(np.asarray(y))
+        if stage.pool is not None:
+            window = (stage.pool_size, stage.pool_size)
+            y = pools[stage.pool](y, window_shape=window, strides=window)
+        x = y
+    return outputs
+
+
+def _quantize_columns(w2d: np.ndarray, fracs: np.ndarray, bits: int, rounding: str) -> np.ndarray:
+    return np.stack([fp.quantize(w2d[:, c], fp.Format(bits, int(f)), rounding=rounding)
+                     for c, f in enumerate(fracs)], axis=1).astype(np.int8)
+
+
+def _round_to_int(v, frac, rounding) -> np.ndarray:
+    """Real values at scale 2**-frac as exact int64 (no saturation: biases are checked separately)."""
+    scaled = np.asarray(v, np.float64) * np.power(2.0, np.asarray(frac, np.float64))
+    return (np.round(scaled) if rounding == "half_even" else
+            np.floor(scaled) if rounding == "floor" else np.floor(scaled + 0.5)).astype(np.int64)
+
+
+def _pattern_of(layer) -> tuple[str, dict]:
+    method = layer.current_method()
+    pattern = method.pattern()
+    kind = pattern.kind
+    if kind == "nm":
+        if pattern.axis != "input":
+            raise QuantizationError(f"layer {layer.layer_name!r}: N:M along the output axis has no fixed-point "
+                                    f"layout (use axis: input)")
+        return "nm", {"n": pattern.n, "m": pattern.m}
+    if kind == "balanced_group":
+        return "balanced_group", {"n": pattern.keep, "m": pattern.group}
+    if kind == "csp":
+        return "csp", {"chunk": pattern.chunks}
+    if kind == "dynamic":
+        return "dynamic", {"channel_group": pattern.channel_group, "spatial": pattern.spatial,
+                           "channel": pattern.channel}
+    return kind, {}
+
+
+def _quantize_gate(layer, in_format: fp.Format, hw: HardwareConfig) -> Gate:
+    gates, group = layer.gates, layer.sparsity.channel_group
+    spatial_w = spatial_bias = channel_w = channel_bias = None
+    spatial_frac = channel_frac = 0
+    if gates.spatial_kernel is not None:
+        k = np.asarray(gates.spatial_kernel[...]).reshape(-1)
+        spatial_frac = fp.frac_for_range(float(np.abs(k).max()), hw.weight_bits)
+        spatial_w = np.asarray(fp.quantize(k, fp.Format(hw.weight_bits, spatial_frac), rounding=hw.rounding)).astype(np.int8)
+        spatial_bias = int(_round_to_int(np.asarray(gates.spatial_bias[...])[0], in_format.frac + spatial_frac, hw.rounding))
+    if gates.channel_kernel is not None:
+        k = np.asarray(gates.channel_kernel[...])
+        channel_frac = fp.frac_for_range(float(np.abs(k).max()), hw.weight_bits)
+        channel_w = np.asarray(fp.quantize(k, fp.Format(hw.weight_bits, channel_frac), rounding=hw.rounding)).astype(np.int8)
+        channel_bias = _round_to_int(np.asarray(gates.channel_bias[...]), in_format.frac + channel_frac, hw.rounding)
+    return Gate(group, spatial_w, spatial_frac, 0 if spatial_bias is None else spatial_bias,
+                channel_w, channel_frac, channel_bias)
+
+
+def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork:
+    """Quantizes a trained sequential model to `hw`'s fixed-point formats, calibrated on `images`
+    ((N, H, W, C) float32, normalized as in training).
+
+    Raises QuantizationError: a model without `stages()`, formats over 8 bits, or an accumulator
+    too narrow for the calibrated range (naming the layer, the range and the bits it needs).
+    """
+    _check_formats(hw)
+    if not hasattr(model, "stages"):
+        raise QuantizationError(f"the model ({type(model).__name__}) is not sequential: fixed-point emulation and "
+                                f"export take models with stages() (digits_cnn, vgg16); residual networks are "
+                                f"not supported yet")
+    stages = model.stages()
+    outputs = float_stages(stages, images)
+    data = lambda frac: fp.Format(hw.data_bits, frac)
+    in_format = data(fp.frac_for_range(float(np.abs(images).max()), hw.data_bits))
+    layers, in_shape = [], tuple(images.shape[1:])
+    for i, stage in enumerate(stages):
+        layer, last = stage.layer, i == len(stages) - 1
+        pattern, params = _pattern_of(layer)
+        w = np.asarray(layer.kernel[...]) * np.asarray(layer.mask())
+        out_channels = w.shape[-1]
+        w2d = w.reshape(-1, out_channels)
+        if hw.weight_scale == "per_channel":
+            w_frac = fp.per_channel_frac(w2d, hw.weight_bits, axis=-1)
+        else:
+            w_frac = np.full(out_channels, fp.frac_for_range(float(np.abs(w2d).max()), hw.weight_bits))
+        acc_frac = in_format.frac + w_frac
+        bias = (np.asarray(layer.bias[...]) if layer.bias is not None else np.zeros(out_channels))
+        if last:
+            out_format = fp.Format(hw.acc_bits, int(acc_frac.min()))
+        else:
+            calibrated = fp.frac_for_range(float(np.abs(outputs[i]).max()), hw.data_bits)
+            out_format = data(min(calibrated, int(acc_frac.min())))
+        if layer.layout.in_axis == 0:  # dense
+            kind, kernel, stride, padding = "dense", (1, 1), (1, 1), ((0, 0), (0, 0))
+            in_shape = (int(np.prod(in_shape)),)
+            out_shape = (out_channels,)
+        else:
+            if layer.groups != 1:
+                raise QuantizationError(f"layer {layer.layer_name!r}: grouped convolutions have no fixed-point "
+                                        f"layout yet")
+            kind, kernel, stride, padding = "conv", tuple(layer.layout.shape[:2]), layer.strides, layer.padding
+            out_shape = tuple(outputs[i].shape[1:])
+        if stage.pool == "avg" and stage.pool_size & (stage.pool_size - 1):
+            raise QuantizationError(f"layer {layer.layer_name!r}: average pooling over {stage.pool_size}x"
+                                    f"{stage.pool_size} is not a shift (windows of 2**k elements only)")
+        threshold = float(getattr(layer.current_method(), "activation_threshold", 0.0) or 0.0)
+        layers.append(QuantLayer(
+            name=layer.layer_name, kind=kind, in_shape=tuple(in_shape), out_shape=out_shape, kernel=kernel,
+            stride=tuple(stride), padding=tuple(tuple(p) for p in padding), pattern=pattern, params=params,
+            weight=_quantize_columns(w2d, w_frac, hw.weight_bits, hw.rounding), weight_frac=w_frac.astype(np.int64),
+            bias=_round_to_int(bias, acc_frac, hw.rounding), in_format=in_format, out_format=out_format,
+            acc_bits=hw.acc_bits, rounding=hw.rounding, relu=stage.relu, pool=stage.pool, pool_size=stage.pool_size,
+            lengths=(cascade_lengths(np.asarray(layer.mask()), layer.layout, params["chunk"]).astype(np.int64)
+                     if pattern == "csp" else None),
+            gate=_quantize_gate(layer, in_format, hw) if pattern == "dynamic" else None,
+            activation_threshold=int(math.floor(threshold * 2.0 ** in_format.frac)) if threshold > 0 else 0,
+        ))
+        in_format, in_shape = out_format, layers[-1].final_shape
+    net = QuantizedNetwork(tuple(layers), tuple(images.shape[1:]))
+    check_accumulators(net, images)
+    return net
+
+
+def _accumulator_ranges(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
+    """Per layer, the largest |accumulator + bias| (or |bias|) over `images`, exactly."""
+    _, trace = net.forward(net.quantize_input(images), exact=True)
+    return [max(info["acc_max"], int(np.abs(layer.bias).max(initial=0))) for layer, info in zip(net.layers, trace)]
+
+
+def accumulator_bits_needed(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
+    """Per layer, the accumulator bits the calibration images need (for reports and tests)."""
+    return [r.bit_length() + 1 for r in _accumulator_ranges(net, images)]
+
+
+def check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
+    """Every accumulator (and bias) fits acc_bits on the calibration data, else a QuantizationError."""
+    for layer, largest in zip(net.layers, _accumulator_ranges(net, images)):
+        needed = largest.bit_length() + 1
+        if needed > layer.acc_bits:
+            raise QuantizationError(
+                f"layer {layer.name!r}: the accumulator needs {needed} bits for the calibrated range "
+                f"(|acc| up to {largest:,} at 2^-{int(layer.acc_frac.min())}..2^-{int(layer.acc_frac.max())}), "
+                f"but 'hardware.acc_bits' is {layer.acc_bits}: the format is too narrow")

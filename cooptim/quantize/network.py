@@ -1,0 +1,194 @@
+"""A quantized network as plain NumPy integers and formats (the data the exporter writes and the
+C++ reference reads), and its integer forward pass through the kernels' fixed-point path. See
+`cooptim.quantize` for the arithmetic."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from kernels import fixed_point as fp
+from kernels import nm as nm_kernels
+from kernels import skip as skip_kernels
+
+
+class QuantizationError(ValueError):
+    """A model or a format that the fixed-point path cannot represent (names the layer and key)."""
+
+
+PATTERNS = ("dense", "unstructured", "nm", "balanced_group", "csp", "dynamic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """A dynamic layer's integer gates (None where the gate is off: always active).
+
+    spatial_weight: (K,) int8, in the layer's im2col order; spatial_bias: int at in_frac + spatial_frac.
+    channel_weight: (C_in, G) int8; channel_bias: (G,) int at in_frac + channel_frac.
+    """
+
+    group: int
+    spatial_weight: np.ndarray | None
+    spatial_frac: int
+    spatial_bias: int
+    channel_weight: np.ndarray | None
+    channel_frac: int
+    channel_bias: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantLayer:
+    """One layer in fixed point.
+
+    weight: (K, C_out) int8, the layer's im2col matrix (rows: kernel taps outermost, input channels
+    fastest; a dense layer's rows are its inputs in NHWC-flattened order), zeros where pruned.
+    """
+
+    name: str
+    kind: str  # "conv" | "dense"
+    in_shape: tuple  # (H, W, C) for a conv, (K,) for a dense layer
+    out_shape: tuple  # before pooling: (H', W', C_out) or (C_out,)
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+    pattern: str
+    params: dict
+    weight: np.ndarray
+    weight_frac: np.ndarray  # (C_out,) int
+    bias: np.ndarray  # (C_out,) int64, at acc_frac
+    in_format: fp.Format
+    out_format: fp.Format
+    acc_bits: int
+    rounding: str
+    relu: bool
+    pool: str | None
+    pool_size: int
+    lengths: np.ndarray | None = None  # csp: kept chunks per weight row
+    gate: Gate | None = None
+    activation_threshold: int = 0  # unstructured (HASS): inputs with |x| <= this are zeroed
+
+    @property
+    def acc_frac(self) -> np.ndarray:
+        return self.in_format.frac + self.weight_frac
+
+    @property
+    def final_shape(self) -> tuple:
+        """The output's shape after pooling."""
+        if self.pool is None:
+            return self.out_shape
+        h, w, c = self.out_shape
+        return (h // self.pool_size, w // self.pool_size, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedNetwork:
+    layers: tuple[QuantLayer, ...]
+    input_shape: tuple  # (H, W, C)
+
+    @property
+    def input_format(self) -> fp.Format:
+        return self.layers[0].in_format
+
+    def quantize_input(self, images) -> np.ndarray:
+        """Float images (B, H, W, C) -> int8 in the input format (rounded, saturated)."""
+        return np.asarray(fp.quantize(images, self.input_format, rounding=self.layers[0].rounding))
+
+    def forward(self, x_q: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, list[dict]]:
+        """The integer forward pass. x_q: (B, H, W, C) int8 in `input_format`.
+
+        Returns (logits (B, classes) int32, per layer {"output": int array after pooling,
+        "saturated": accumulator values at acc_bits' limits, "acc_max": max |accumulator + bias|}).
+        exact=True skips the accumulator's saturation (for calibration).
+        """
+        x, trace = np.asarray(x_q), []
+        for layer in self.layers:
+            x, info = layer_forward(layer, x, exact=exact)
+            trace.append(info)
+        return x, trace
+
+
+# ------------------------------------------------------------------------------ integer layers
+
+
+def _im2col(layer: QuantLayer, x: np.ndarray) -> np.ndarray:
+    """(B, P, K) int8 rows of the layer's input, in the weight's row order."""
+    b = x.shape[0]
+    if layer.kind == "dense":
+        return x.reshape(b, 1, -1)
+    cols, (b, ho, wo) = nm_kernels.im2col(jnp.asarray(x), layer.kernel, layer.stride, layer.padding)
+    return np.asarray(cols).reshape(b, ho * wo, -1)
+
+
+def gates_of(layer: QuantLayer, x: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dynamic layer's (spatial (B, P) bool, channel (B, G) bool) masks from its int8 input."""
+    gate, b, p = layer.gate, cols.shape[0], cols.shape[1]
+    groups = layer.out_shape[-1] // gate.group
+    spatial = np.ones((b, p), bool)
+    if gate.spatial_weight is not None:
+        spatial = cols.astype(np.int64) @ gate.spatial_weight.astype(np.int64) + gate.spatial_bias > 0
+    channel = np.ones((b, groups), bool)
+    if gate.channel_weight is not None:
+        h, w = layer.in_shape[:2]
+        total = x.astype(np.int64).sum(axis=(1, 2))
+        channel = total @ gate.channel_weight.astype(np.int64) + gate.channel_bias * (h * w) > 0
+    return spatial, channel
+
+
+def _products(layer: QuantLayer, x: np.ndarray, cols: np.ndarray, acc_bits) -> np.ndarray:
+    """(B, P, C_out) accumulators through the kernels' integer path."""
+    b, p, k = cols.shape
+    w = layer.weight
+    if layer.pattern in ("nm", "balanced_group"):
+        n, m = layer.params["n"], layer.params["m"]
+        values, indices = nm_kernels.compress(w, n, m)
+        acc = nm_kernels.sparse_matmul(cols.reshape(b * p, k), values, indices, n, m, acc_bits=acc_bits)
+        return np.asarray(acc).reshape(b, p, -1)
+    if layer.pattern == "csp":
+        order = skip_kernels.cascade_order(layer.lengths)
+        acc = skip_kernels.cascade_matmul(cols.reshape(b * p, k)[:, order], w[order], layer.lengths[order],
+                                          layer.params["chunk"], acc_bits=acc_bits)
+        return np.asarray(acc).reshape(b, p, -1)
+    if layer.pattern == "dynamic":
+        spatial, channel = gates_of(layer, x, cols)
+        return np.asarray(skip_kernels.skip_matmul(cols, w, spatial_mask=spatial, channel_mask=channel,
+                                                   group=layer.gate.group, acc_bits=acc_bits))
+    return np.asarray(skip_kernels.skip_matmul(cols, w, acc_bits=acc_bits))
+
+
+def _pool(layer: QuantLayer, y: np.ndarray) -> np.ndarray:
+    if layer.pool is None:
+        return y
+    k = layer.pool_size
+    b, h, w, c = y.shape
+    windows = y.astype(np.int64).reshape(b, h // k, k, w // k, k, c)
+    if layer.pool == "max":
+        return windows.max(axis=(2, 4))
+    total = windows.sum(axis=(2, 4))
+    return np.asarray(fp.shift_round(jnp.asarray(total, jnp.int32), int(math.log2(k * k)), layer.rounding))
+
+
+def layer_forward(layer: QuantLayer, x: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, dict]:
+    """One layer in integers: int8 input -> its output after ReLU, requantization and pooling
+    (int8, or int32 for the last layer)."""
+    cols = _im2col(layer, x)
+    if layer.activation_threshold > 0:
+        cols = np.where(np.abs(cols.astype(np.int32)) > layer.activation_threshold, cols, 0).astype(np.int8)
+    acc = _products(layer, x, cols, None if exact else layer.acc_bits).astype(np.int64) + layer.bias
+    acc_format = fp.Format(layer.acc_bits, 0)
+    info = {"acc_max": int(np.abs(acc).max())}
+    if not exact:
+        acc = np.clip(acc, acc_format.min_int, acc_format.max_int)
+    info["saturated"] = int(((acc <= acc_format.min_int) | (acc >= acc_format.max_int)).sum())
+    if layer.relu:
+        acc = np.maximum(acc, 0)
+    if exact:  # keep the int32 requantization in range while calibrating
+        acc = np.clip(acc, -(2**31), 2**31 - 1)
+    out = np.asarray(fp.requantize(jnp.asarray(acc, jnp.int32), layer.acc_frac, layer.out_format,
+                                   rounding=layer.rounding))
+    out = _pool(layer, out.reshape(x.shape[0], *layer.out_shape))
+    out = out.astype(np.dtype(layer.out_format.dtype) if layer.out_format.bits <= 8 else np.int32)
+    info["output"] = out
+    return out, info
