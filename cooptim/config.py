@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from cooptim.errors import UserError
 from cooptim.sparsity import NM, Method
 from cooptim.sparsity._config import STRICT
 
@@ -27,7 +28,7 @@ PositiveFloat = Annotated[float, Field(gt=0.0, strict=True)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, strict=True)]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message names the key, the value and the source."""
 
 
@@ -281,10 +282,15 @@ def load(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping of sections (name:, data:, ...), "
+                          f"not a {type(raw).__name__}")
     raw, keys = apply_overrides(raw if raw is not None else {}, overrides)
     return from_dict(raw, source=str(path), set_keys=keys)
 

@@ -21,9 +21,10 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from cooptim.config import DataConfig
+from cooptim.errors import UserError
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A data set that cannot be loaded, with what to do about it."""
 
 

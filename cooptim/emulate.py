@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cooptim import quantize as q
-from cooptim.config import ConfigError
-from cooptim.run import RunError, load_run
+from cooptim.cli.errors import run_cli
+from cooptim.run import load_run
 
 
 def calibration_images(cfg, dataset) -> np.ndarray:
@@ -73,14 +73,14 @@ def run(run_dir: str | Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cooptim.emulate", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="a trained run folder (with config.yaml and checkpoints/)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     args = parser.parse_args(argv)
-    try:
-        result = run(args.run_dir)
-    except (RunError, ConfigError, q.QuantizationError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _show(args.run_dir, run(args.run_dir)), debug=args.debug)
+
+
+def _show(run_dir: str, result: dict) -> int:
     console = Console()
-    table = Table(title=f"fixed-point emulation of {args.run_dir}")
+    table = Table(title=f"fixed-point emulation of {run_dir}")
     for col in ("layer", "pattern", "input", "weight frac", "output", "acc bits (needed)", "saturated"):
         table.add_column(col, justify="right" if col in ("acc bits (needed)", "saturated") else "left")
     for row in result["layers"]:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     console.print(f"test accuracy: float {result['float_accuracy']:.4f}, integer {result['integer_accuracy']:.4f} "
                   f"({drop:+.2f} points lost), same prediction on {result['agreement']:.1%} of "
                   f"{result['examples']} images")
-    console.print(f"written: {Path(args.run_dir) / 'emulation.json'}")
+    console.print(f"written: {Path(run_dir) / 'emulation.json'}")
     return 0
 
 

@@ -3,6 +3,7 @@ search. Only the model is restored; nothing of the trainer is built."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from cooptim import config as config_lib
@@ -31,10 +32,18 @@ def load_run(run_dir: str | Path, step: int | None = None, *, input_thresholds: 
                            input_thresholds=input_thresholds)
     checkpoints = Checkpoints(run_dir / "checkpoints", create=False)
     try:
-        step = checkpoints.latest_step() if step is None else step
-        if step is None or step not in checkpoints.all_steps():
-            raise RunError(f"{run_dir} has no checkpoint" + ("" if step is None else f" at step {step}"))
-        checkpoints.restore_model(step, model)
+        if step is not None:
+            if step not in checkpoints.all_steps():
+                raise RunError(f"{run_dir} has no checkpoint at step {step}")
+            checkpoints.restore_model(step, model)
+        else:
+            restored, skipped = checkpoints.restore_newest(lambda s: checkpoints.restore_model(s, model),
+                                                            delete_unreadable=False)
+            for bad, reason in skipped:
+                warnings.warn(f"checkpoint {bad} of {run_dir} cannot be read ({reason}); using an older one",
+                              stacklevel=2)
+            if restored is None:
+                raise RunError(f"{run_dir} has no " + ("readable " if skipped else "") + "checkpoint")
     finally:
         checkpoints.close()
     model.eval()

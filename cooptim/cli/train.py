@@ -11,9 +11,8 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from cooptim import config as config_lib
-from cooptim import data as data_lib
 from cooptim import train
-from cooptim.config import ConfigError
+from cooptim.cli.errors import run_cli
 
 
 class ProgressBar:
@@ -82,18 +81,19 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in the run folder")
     parser.add_argument("--force", action="store_true", help="delete an existing run folder first")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     args = parser.parse_args(argv)
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
-    try:
+
+    def body() -> int:
         cfg = config_lib.load(args.config, args.set)
         report = train.run(cfg, source=args.config, resume=args.resume, force=args.force,
                            reporter=train.SilentReporter() if args.quiet else ProgressBar())
-    except (ConfigError, train.RunError, data_lib.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_report(report, cfg.run_dir)
-    return 0
+        print_report(report, cfg.run_dir)
+        return 0
+
+    return run_cli(body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import jsonschema
 import numpy as np
 
 import cost_models as cm
-from cooptim import nn
+from cooptim import folders, nn
 from cooptim import quantize as q
 from cooptim.config import ConfigError
 from cooptim.data import eval_batches
@@ -85,27 +85,40 @@ def _hardware(cfg, model, dataset) -> dict:
 def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors: int = 8) -> Path:
     """Writes the hardware parameter files of a trained run to `out` (see the module docstring).
 
-    Raises ExportError (an existing `out` without force, a run folder without a checkpoint) and
-    `cooptim.quantize.QuantizationError` (formats); in every case nothing is left at `out`.
+    Raises ExportError (an existing `out` without force, a run folder without a checkpoint),
+    `cooptim.folders.FolderError` (an `out` that cooptim did not make, or that holds the run, or
+    that another process is writing) and `cooptim.quantize.QuantizationError` (formats); in every
+    case nothing is left at `out`.
     """
-    _check_out(Path(out), force)
+    _check_out(Path(out), force, protect=(Path(run_dir),))
     try:
         cfg, model, dataset, net = load_quantized(run_dir)
     except (RunError, ConfigError) as e:
         raise ExportError(str(e)) from None
-    return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors)
+    return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors, protect=(Path(run_dir),))
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool, protect: tuple[Path, ...] = ()) -> None:
+    """Refuses, before any work, an output folder that cannot be written or replaced."""
     if out.exists() and not force:
         raise ExportError(f"{out} exists; pass --force to replace it")
+    if force:
+        folders.check_replaceable(out, "export", protect=(*protect, Path.cwd()))
+    parent = next((p for p in (out.absolute(), *out.absolute().parents) if p.exists()), None)
+    if parent is not None and parent != out.absolute() and not (parent.is_dir() and os.access(parent, os.W_OK)):
+        raise ExportError(f"cannot write {out}: {parent} is not a writable folder")
+
+
+def _stale_temporaries(out: Path) -> list[Path]:
+    """Temporary folders of earlier exports to `out` that were killed before they finished."""
+    return [p for p in out.parent.glob(f".{out.name}.*") if p.is_dir() and folders.kind_of(p) == "export"]
 
 
 def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, *, force: bool = False,
-                 vectors: int = 8) -> Path:
+                 vectors: int = 8, protect: tuple[Path, ...] = ()) -> Path:
     """`export` for a model in memory: its config, model, dataset and `quantize.calibrate` result."""
     out = Path(out)
-    _check_out(out, force)
+    _check_out(out, force, protect)
     hardware = _hardware(cfg, model, dataset)
     arrays = [_arrays(layer) for layer in net.layers]
     config = accelerator_config(cfg, net, hardware, arrays)
@@ -113,16 +126,23 @@ def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, 
     images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
     inputs, trace = test_vectors(net, images)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write(tmp, net, config, arrays, inputs, trace, labels)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with folders.Lock(out, "export folder"):
+        _check_out(out, force, protect)  # again, under the lock
+        for stale in _stale_temporaries(out):  # no other writer can be using them now
+            shutil.rmtree(stale, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            folders.mark(tmp, "export")
+            _write(tmp, net, config, arrays, inputs, trace, labels)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
+            folders.replace(out, "export", protect=(*protect, Path.cwd()))
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from cooptim.errors import UserError
+
 SCHEMA_VERSION = "1.0"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be written (names the run folder, the output folder or the layer)."""
 
 

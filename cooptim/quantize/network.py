@@ -13,9 +13,10 @@ import numpy as np
 from kernels import fixed_point as fp
 from kernels import nm as nm_kernels
 from kernels import skip as skip_kernels
+from cooptim.errors import UserError
 
 
-class QuantizationError(ValueError):
+class QuantizationError(UserError, ValueError):
     """A model or a format that the fixed-point path cannot represent (names the layer and key)."""
 
 

@@ -8,7 +8,7 @@ model's variables: what `cooptim.run.load_run` restores for emulate, export and 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 import orbax.checkpoint as ocp
@@ -16,12 +16,18 @@ import yaml
 from flax import nnx
 
 from cooptim import config as config_lib
+from cooptim import folders
 from cooptim.config import Config
 from cooptim.nn import InputThreshold
+from cooptim.errors import UserError
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """The run folder is in a state that the requested action cannot use."""
+
+
+# Keys that say where a run lives, not how it trains: a moved or copied run folder resumes.
+LOCATION_KEYS = ("output_dir",)
 
 
 def check_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
@@ -32,8 +38,15 @@ def check_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
     if resume:
         if not saved.exists():
             raise RunError(f"cannot resume: {run_dir} has no config.yaml (no run was started there)")
-        previous = yaml.safe_load(saved.read_text())
+        try:
+            previous = yaml.safe_load(saved.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise RunError(f"cannot resume {run_dir}: its config.yaml cannot be read ({e})") from None
         current = config_lib.to_dict(cfg)
+        if not isinstance(previous, dict):
+            raise RunError(f"cannot resume {run_dir}: its config.yaml is not a config")
+        for key in LOCATION_KEYS:
+            previous.pop(key, None), current.pop(key, None)
         if previous != current:
             diff = sorted(_diff_keys(previous, current))
             raise RunError(f"cannot resume {run_dir}: the config differs from the one it was started with "
@@ -41,6 +54,12 @@ def check_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
     elif run_dir.exists() and not force:
         raise RunError(f"run folder {run_dir} already exists: pass --resume to continue it, or --force "
                        f"to delete it and start over")
+    elif force:
+        folders.check_replaceable(run_dir, "run", protect=(Path.cwd(),))
+    if not run_dir.exists():
+        parent = next(p for p in run_dir.absolute().parents if p.exists())
+        if not (parent.is_dir() and os.access(parent, os.W_OK)):
+            raise RunError(f"cannot create the run folder {run_dir}: {parent} is not a writable folder")
     return run_dir
 
 
@@ -49,10 +68,13 @@ def prepare_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
     run_dir = check_run_dir(cfg, resume=resume, force=force)
     if resume:
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    config_lib.save(cfg, run_dir / "config.yaml")
+    folders.replace(run_dir, "run", protect=(Path.cwd(),))
+    try:
+        run_dir.mkdir(parents=True)
+        folders.mark(run_dir, "run")
+        config_lib.save(cfg, run_dir / "config.yaml")
+    except OSError as e:
+        raise RunError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
     return run_dir
 
 
@@ -82,6 +104,22 @@ class Checkpoints:
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
+
+    def restore_newest(self, restore, *, delete_unreadable: bool) -> tuple[int | None, list[tuple[int, str]]]:
+        """Calls restore(step) on the newest checkpoint that can be read. With delete_unreadable,
+        the newer ones that cannot are deleted (a resumed run writes them again). Returns (the step
+        restored or None, the (step, reason) of each checkpoint skipped)."""
+        skipped = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restore(step)
+                return step, skipped
+            except Exception as e:  # orbax and TensorStore raise many kinds for a damaged checkpoint
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                skipped.append((step, reason))
+                if delete_unreadable:
+                    self.manager.delete(step)
+        return None, skipped
 
     def save(self, step: int, state) -> None:
         if self.manager.latest_step() == step:

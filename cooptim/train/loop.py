@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -25,12 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cooptim import data as data_lib
-from cooptim import nn
+from cooptim import folders, nn
 from cooptim.config import Config, ConfigError
 from cooptim.hardware import device_of
 from cooptim.objective import HardwareObjective, lambda_at, temperature_at
 from cooptim.report import build_report, masks_of
-from cooptim.train.checkpoint import Checkpoints, append_history, check_run_dir, prepare_run_dir, truncate_metrics
+from cooptim.train.checkpoint import (Checkpoints, RunError, append_history, check_run_dir, prepare_run_dir,
+                                      truncate_metrics)
 from cooptim.train.state import TrainState, transformation
 from cooptim.train.step import evaluate, make_step
 
@@ -98,12 +100,25 @@ def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: b
     reporter = reporter or SilentReporter()
     check_run_dir(cfg, resume=resume, force=force)
     dataset, stream, steps, objective, state = setup(cfg, source)
-    run_dir = prepare_run_dir(cfg, resume=resume, force=force)
+    with folders.Lock(cfg.run_dir, "run folder"):
+        return _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state)
+
+
+def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state) -> dict:
+    run_dir = prepare_run_dir(cfg, resume=resume, force=force)  # checked again, under the lock
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     metrics_path = run_dir / "metrics.jsonl"
-    if resume and (latest := checkpoints.latest_step()) is not None:
-        checkpoints.restore(latest, state)
-    elif objective is not None:
+    restored = None
+    if resume:
+        restored, skipped = checkpoints.restore_newest(lambda step: checkpoints.restore(step, state),
+                                                        delete_unreadable=True)
+        for step, reason in skipped:
+            warnings.warn(f"checkpoint {step} of {run_dir} cannot be read ({reason}); it was deleted and the "
+                          f"run resumes from an older one", stacklevel=2)
+        if skipped and restored is None:
+            checkpoints.close()
+            raise RunError(f"cannot resume {run_dir}: none of its checkpoints can be read")
+    if restored is None and objective is not None:
         _record_folding(run_dir, state.folding.get(), 0)
     start = state.step
     truncate_metrics(metrics_path, start, steps)
