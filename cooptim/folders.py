@@ -106,6 +106,12 @@ class Lock:
         self.fd = fd
         return self
 
+    def record(self, pid: int) -> None:
+        """Names `pid` as the holder (a child that inherited the lock's descriptor and keeps the
+        lock for as long as it runs, even if this process dies first)."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(pid).encode(), 0)
+
     def release(self) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)

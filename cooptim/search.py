@@ -47,8 +47,8 @@ from pydantic.dataclasses import dataclass
 
 import cost_models as cm
 from cooptim import config as config_lib
-from cooptim import data as data_lib
 from cooptim import nn, train
+from cooptim.cli.errors import run_cli
 from cooptim.run import load_run
 from cooptim.config import ConfigError
 from cooptim.hardware import device_of
@@ -200,8 +200,10 @@ def gradient_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
     return history
 
 
-def best_so_far(history: list[dict], floor: float) -> list[float]:
-    best, out = 0.0, []
+def best_so_far(history: list[dict], floor: float, start: float = 0.0) -> list[float]:
+    """The best throughput within the accuracy floor after each evaluation, from `start` (the
+    unpruned network's, which meets the floor by definition)."""
+    best, out = start, []
     for h in history:
         if h["accuracy"] >= floor:
             best = max(best, h["throughput"])
@@ -232,7 +234,7 @@ def run(path: str | Path, modes=("gradient", "random"), budget: int | None = Non
         start = time.perf_counter()
         history = (gradient_search if mode == "gradient" else random_search)(problem, cfg)
         wall = time.perf_counter() - start
-        curve = best_so_far(history, floor)
+        curve = best_so_far(history, floor, start=dense)
         feasible = [h for h in history if h["accuracy"] >= floor]
         best = max(feasible, key=lambda h: h["throughput"]) if feasible else None
         results["modes"][mode] = {"wall_s": wall, "best": best, "best_throughput": curve[-1],
@@ -269,19 +271,21 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--mode", choices=["both", "gradient", "random"], default="both")
     parser.add_argument("--budget", type=int, default=None, help="evaluations per mode (default: the file's)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     args = parser.parse_args(argv)
     modes = ("gradient", "random") if args.mode == "both" else (args.mode,)
-    try:
-        results = run(args.config, modes, budget=args.budget)
-    except (ConfigError, train.RunError, data_lib.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _show(run(args.config, modes, budget=args.budget)), debug=args.debug)
+
+
+def _show(results: dict) -> int:
     print(f"unpruned: validation accuracy {results['base_accuracy']:.4f}, dense design "
           f"{results['dense_throughput']:,.0f} images/s; floor {results['accuracy_floor']:.4f}")
     for mode, r in results["modes"].items():
+        found = ("" if r["best"] is not None else
+                 " (no candidate met the accuracy floor: the unpruned network is the best)")
         print(f"{mode:>8}: best {r['best_throughput']:,.0f} images/s "
               f"({r['best_throughput'] / results['dense_throughput']:.2f}x dense) in {r['wall_s']:.1f} s, "
-              f"{results['budget']} evaluations")
+              f"{results['budget']} evaluations{found}")
     return 0
 
 

@@ -29,12 +29,14 @@ the point names, `--point NAME` runs one (e.g. a Slurm array task, or a Ray task
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +48,8 @@ from pydantic import Field, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from cooptim import config as config_lib
+from cooptim import folders
+from cooptim.cli.errors import run_cli
 from cooptim.config import ConfigError
 from cooptim.sparsity._config import STRICT
 
@@ -135,25 +139,52 @@ def is_finished(folder: Path, point: Point) -> bool:
     return (folder / "runs" / point.name / "report.json").exists()
 
 
-def run_point(folder: Path, point: Point, *, quiet: bool = True) -> Path:
-    """Trains one point in its own process (resuming it if it was started). Returns its run folder."""
-    config_path = folder / "configs" / f"{point.name}.yaml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(point.config, sort_keys=False))
-    run_dir = folder / "runs" / point.name
-    cmd = [sys.executable, "-m", "cooptim.train", "--config", str(config_path), "--quiet"]
-    if run_dir.exists():
-        cmd.append("--resume")
-    # one process per point: keep each to one thread, the sweep runs `workers` of them
-    env = {**os.environ, "XLA_FLAGS": os.environ.get(
-        "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")}
-    log = folder / "logs" / f"{point.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if done.returncode:
-        raise RuntimeError(f"point {point.name} failed (exit {done.returncode}); see {log}")
+def run_point(folder: Path, point: Point, *, children: set | None = None) -> Path:
+    """Trains one point in its own process (resuming it if it was started). Returns its run folder.
+
+    The point is locked (`folders.Lock`) before its log is opened, and the trainer inherits the
+    lock: a restarted sweep whose earlier self was killed while this trainer still runs gets an
+    error naming it, instead of a second trainer on the same point. The trainer runs in its own
+    process group, registered in `children` so that the sweep can stop it (`stop`)."""
+    with folders.Lock(folder / "logs" / point.name, "sweep point") as lock:
+        config_path = folder / "configs" / f"{point.name}.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(point.config, sort_keys=False))
+        run_dir = folder / "runs" / point.name
+        cmd = [sys.executable, "-m", "cooptim.train", "--config", str(config_path), "--quiet"]
+        if run_dir.exists():
+            cmd.append("--resume")
+        # one process per point: keep each to one thread, the sweep runs `workers` of them
+        env = {**os.environ, "XLA_FLAGS": os.environ.get(
+            "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")}
+        log = folder / "logs" / f"{point.name}.log"
+        with log.open("w") as out:
+            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     pass_fds=(lock.fd,))
+            lock.record(child.pid)
+            if children is not None:
+                children.add(child)
+            try:
+                returncode = child.wait()
+            finally:
+                if children is not None:
+                    children.discard(child)
+    if returncode:
+        raise RuntimeError(f"point {point.name} failed (exit {returncode}); see {log}")
     return run_dir
+
+
+def stop(children: set, grace_s: float = 10.0) -> None:
+    """Terminates the trainers' process groups (SIGTERM, then SIGKILL after `grace_s`)."""
+    for child in list(children):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+    for child in list(children):
+        try:
+            child.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
 
 
 COLUMNS = ["point", "method", "ratio", "device", "seed", "test_accuracy", "density", "throughput",
@@ -229,11 +260,11 @@ def run(path: str | Path, workers: int | None = None, on_done=None) -> tuple[lis
     """Runs every unfinished point (`workers` at a time), then collects. Returns (rows, failures)."""
     sweep, points, folder = load(path)
     todo = [p for p in points if not is_finished(folder, p)]
-    failures = []
+    failures, children = [], set()
 
     def one(point):
         try:
-            run_point(folder, point)
+            run_point(folder, point, children=children)
             if on_done:
                 on_done(point, None)
         except RuntimeError as e:
@@ -241,9 +272,19 @@ def run(path: str | Path, workers: int | None = None, on_done=None) -> tuple[lis
             if on_done:
                 on_done(point, e)
 
-    with ThreadPoolExecutor(workers or sweep.workers) as pool:
+    pool = ThreadPoolExecutor(workers or sweep.workers)
+    try:
         list(pool.map(one, todo))
+    except BaseException:  # Ctrl-C or SIGTERM: stop the trainers (each resumable from its checkpoint)
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop(children)
+        raise
+    pool.shutdown()
     return collect(folder, points), failures
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the sweep as Ctrl-C does: trainers stopped, points resumable
 
 
 def main(argv=None) -> int:
@@ -253,12 +294,14 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="print the points (and whether each is done)")
     parser.add_argument("--point", help="run only this point (cluster fan-out)")
     parser.add_argument("--collect", action="store_true", help="only write sweep.csv and pareto.png")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     args = parser.parse_args(argv)
-    try:
-        sweep, points, folder = load(args.config)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    signal.signal(signal.SIGTERM, _terminated)
+    return run_cli(lambda: _main(args), debug=args.debug)
+
+
+def _main(args) -> int:
+    sweep, points, folder = load(args.config)
     if args.list:
         for p in points:
             print(f"{p.name}\t{'done' if is_finished(folder, p) else 'todo'}")
@@ -269,7 +312,12 @@ def main(argv=None) -> int:
             print(f"error: no point {args.point!r} in {args.config} (see --list)", file=sys.stderr)
             return 2
         if not is_finished(folder, chosen[0]):
-            run_point(folder, chosen[0])
+            children = set()
+            try:
+                run_point(folder, chosen[0], children=children)
+            except BaseException:
+                stop(children)
+                raise
         return 0
     if not args.collect:
         from tqdm.auto import tqdm

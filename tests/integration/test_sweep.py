@@ -1,6 +1,11 @@
 """Sweeps: the grid, placeholders, resume (only unfinished points rerun), CSV and plot."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,10 +44,10 @@ def test_points_fill_the_placeholders(tmp_path):
 
 
 def test_sweep_resumes_only_unfinished_points(tmp_path):
-    path = write_sweep(tmp_path)
+    path = write_sweep(tmp_path, ratios=[0.75])
     ran = []
     rows, failures = sweep.run(path, on_done=lambda p, e: ran.append(p.name))
-    assert not failures and len(ran) == 4 and len(rows) == 4
+    assert not failures and len(ran) == 2 and len(rows) == 2
     folder = tmp_path / "tiny"
     assert (folder / "pareto.png").stat().st_size > 0
     header = (folder / "sweep.csv").read_text().splitlines()[0].split(",")
@@ -51,7 +56,7 @@ def test_sweep_resumes_only_unfinished_points(tmp_path):
     (folder / "runs" / "nm-r0.75-zcu102-s0" / "report.json").unlink()
     ran.clear()
     rows, failures = sweep.run(path, on_done=lambda p, e: ran.append(p.name))
-    assert ran == ["nm-r0.75-zcu102-s0"] and not failures and len(rows) == 4
+    assert ran == ["nm-r0.75-zcu102-s0"] and not failures and len(rows) == 2
     # the unfinished point resumed in its folder: every step and evaluation is logged once
     metrics = [json.loads(line) for line in
                (folder / "runs" / "nm-r0.75-zcu102-s0" / "metrics.jsonl").read_text().splitlines()]
@@ -72,3 +77,31 @@ def test_bad_sweeps_name_the_key(tmp_path):
         sweep.load(write_sweep(tmp_path, methods={"nm": {"method": "nm", "n": "{kept:8}", "m": 8, "q": 1}}))
     with pytest.raises(ConfigError, match="'base'"):
         sweep.load(write_sweep(tmp_path, base="nowhere.yaml"))
+
+
+def test_a_killed_sweeps_trainer_is_never_doubled_by_the_restart(tmp_path):
+    """SIGKILL the sweep while a point trains: its trainer may live on (its own process group), but
+    it keeps the point's lock, so the restarted sweep refuses that point instead of training it twice
+    and truncating its log."""
+    path = write_sweep(tmp_path, ratios=[0.5], methods={"nm": {"method": "nm", "n": 2, "m": 4}},
+                      set=["train.steps=3000", "train.eval_every=100000", "train.checkpoint_every=1000"],
+                      workers=1)
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "cooptim.sweep", "--config", str(path)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = tmp_path / "tiny" / "logs" / ".nm-r0.5-zcu102-s0.lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip().isdigit()):
+        time.sleep(0.1)
+    trainer = int(lock.read_text())
+    assert trainer != sweep_proc.pid
+    sweep_proc.send_signal(signal.SIGKILL)
+    sweep_proc.wait()
+    log = tmp_path / "tiny" / "logs" / "nm-r0.5-zcu102-s0.log"
+    try:
+        os.kill(trainer, 0)  # the trainer outlived the sweep
+        before = log.stat().st_size
+        rows, failures = sweep.run(path)
+        assert len(failures) == 1 and f"in use by process {trainer}" in failures[0]
+        assert log.stat().st_size >= before  # not truncated by a second trainer
+    finally:
+        os.killpg(trainer, signal.SIGKILL)

@@ -122,9 +122,11 @@ def test_zoo_forward_pass_with_a_sparsity_method(name):
     cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {
         "default": {"method": "nm", "n": 2, "m": 4}, "layers": overrides}})
     shape = (32, 32, 3)
-    model = build_model(cfg, shape, 7)
-    model.eval()
-    assert nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, *shape))).shape == (1, 7)
+    model = build_model(cfg, shape, 7, abstract=True)
+    # traced, not compiled: every layer's mask and matmul runs through JAX's tracer (a wrong shape or
+    # a method that cannot trace fails here); compiling 50-layer models would take most of the suite
+    out = nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    assert out.shape == (1, 7)
     assert any(layer.sparsity.method == "nm" for _, layer in sparse_layers(model))
 
 

@@ -55,7 +55,9 @@ def test_the_model_itself_is_not_changed_by_a_candidate(model):
         np.testing.assert_array_equal(x, y)
 
 
-def test_best_so_far_counts_only_candidates_over_the_floor():
+def test_best_so_far_counts_only_candidates_over_the_floor_from_the_unpruned_network():
     history = [{"accuracy": 0.9, "throughput": 5.0}, {"accuracy": 0.99, "throughput": 3.0},
                {"accuracy": 0.5, "throughput": 100.0}, {"accuracy": 0.99, "throughput": 4.0}]
-    assert search.best_so_far(history, floor=0.95) == [0.0, 3.0, 3.0, 4.0]
+    assert search.best_so_far(history, floor=0.95, start=2.0) == [2.0, 3.0, 3.0, 4.0]
+    # nothing over the floor: the unpruned network (which meets it by definition) stays the best
+    assert search.best_so_far(history[:1], floor=0.95, start=2.0) == [2.0]
