@@ -13,24 +13,9 @@ from flax import nnx
 from cooptim import config, train
 from cooptim.train.checkpoint import Checkpoints
 
+from interrupt import StopAt
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-class StopAt:
-    """A reporter that interrupts the run after a given step, like a Ctrl-C would."""
-
-    def __init__(self, step):
-        self.stop = step
-
-    def start(self, total, first): pass
-
-    def step(self, step, metrics):
-        if step >= self.stop:
-            raise KeyboardInterrupt
-
-    def evaluated(self, step, metrics): pass
-
-    def close(self): pass
 
 
 def mode_config(mode, tmp_path, name):
@@ -80,3 +65,40 @@ def test_interrupted_and_uninterrupted_runs_end_identically(tmp_path, mode):
                  for f in ("coarse_in", "coarse_out", "fine")]
         assert max(moved) > 0.05, moved  # the gradient moved the folding
         assert resumed["hardware"]["learned_folding"] == learned
+
+
+def quick(tmp_path, name):
+    raw = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    raw.update(name=name, output_dir=str(tmp_path))
+    raw["train"] = {"steps": 30, "eval_every": 1000, "checkpoint_every": 10, "log_every": 10}
+    return config.from_dict(raw)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied"])
+def test_resume_falls_back_from_an_unreadable_newest_checkpoint(tmp_path, damage):
+    full, cut = quick(tmp_path, "full"), quick(tmp_path, "cut")
+    report = train.run(full)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cut, reporter=StopAt(25))  # checkpoints at 10 and 20
+    newest = cut.run_dir / "checkpoints" / "20"
+    files = [p for p in newest.rglob("*") if p.is_file() and p.stat().st_size > 0]
+    for f in files:
+        if damage == "truncated":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        else:
+            f.unlink()
+    with pytest.warns(UserWarning, match="checkpoint 20 of .* cannot be read"):
+        resumed = train.run(cut, resume=True)
+    # it resumed from step 10 and, the batches being a function of the step, ends where the
+    # uninterrupted run ends
+    assert resumed["steps"] == 30 and resumed["test_accuracy"] == report["test_accuracy"]
+    a, b = restored_state(full), restored_state(cut)
+    for x, y in zip(jax.tree.leaves(nnx.state(a.model)), jax.tree.leaves(nnx.state(b.model))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_two_runs_with_the_same_seed_write_the_same_report(tmp_path):
+    a, b = quick(tmp_path / "a", "same"), quick(tmp_path / "b", "same")
+    train.run(a)
+    train.run(b)
+    assert (a.run_dir / "report.json").read_bytes() == (b.run_dir / "report.json").read_bytes()

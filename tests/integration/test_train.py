@@ -1,7 +1,6 @@
 """Training end to end on digits: report, masks on the trained checkpoint, resume, CLI errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from cooptim import config, train
 from cooptim.run import load_run
 from cooptim.nn import sparse_layers
 from cooptim.sparsity.nm import count_per_group
+
+from interrupt import StopAt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,23 +93,6 @@ def test_trained_checkpoint_masks_are_exactly_n_of_m(trained):
             assert (count_per_group(eff, 4, layer.layout.in_axis) <= 2).all()
             checked += 1
     assert checked == 2
-
-
-class StopAt:
-    """A reporter that interrupts the run after a given step, like a Ctrl-C would."""
-
-    def __init__(self, step):
-        self.stop = step
-
-    def start(self, total, first): pass
-
-    def step(self, step, metrics):
-        if step >= self.stop:
-            raise KeyboardInterrupt
-
-    def evaluated(self, step, metrics): pass
-
-    def close(self): pass
 
 
 def test_resume_after_interrupt_gives_the_same_weights(tmp_path):
@@ -236,3 +220,4 @@ def test_emulate_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert emulate.main([str(cfg.run_dir)]) == 2
     assert "has no checkpoint" in capsys.readouterr().err
     assert not (cfg.run_dir / "emulation.json").exists()
+    assert not (cfg.run_dir / "checkpoints").exists()  # nothing created in the user's folder
