@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from cooptim import config as config_lib
+from cooptim import folders
 from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
@@ -186,10 +188,23 @@ def test_export_errors_leave_nothing_half_written(digits, tmp_path, monkeypatch)
         ex.export_model(cfg, model, digits, net, tmp_path / "fails")
     monkeypatch.undo()
     assert not (tmp_path / "fails").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fails")]
-    # --force replaces an existing folder
-    ex.export_model(cfg, model, digits, net, existing, force=True, vectors=1)
-    assert (existing / "accelerator.json").exists() and not (existing / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fails") and p.is_dir()]
+    # --force never replaces a folder cooptim did not make...
+    with pytest.raises(folders.FolderError, match="has no cooptim marker"):
+        ex.export_model(cfg, model, digits, net, existing, force=True, vectors=1)
+    assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+    # ...but replaces an earlier export, which is an ordinary (not private) folder
+    done = ex.export_model(cfg, model, digits, net, tmp_path / "hw", vectors=1)
+    assert done.stat().st_mode & 0o055 == 0o055 & ~_umask()
+    (done / "accelerator.json").unlink()
+    ex.export_model(cfg, model, digits, net, done, force=True, vectors=1)
+    assert (done / "accelerator.json").exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_format_too_narrow_for_the_calibrated_range_is_an_error(digits):
