@@ -68,7 +68,20 @@ def _batched_cost(net: df.Network, device: Device):
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
-def _stack(foldings: list[np.ndarray]) -> df.Folding:
+@functools.lru_cache(maxsize=32)
+def _final_cost(net: df.Network, device: Device):
+    """The jitted discrete `df.evaluate` of one folding (compiled once, not run op by op)."""
+    return jax.jit(lambda folding, density: df.evaluate(net, folding, density, device))
+
+
+# Greedy's candidates (one step of each factor of the bottleneck) go in batches of this fixed size,
+# padded with copies, so that the batched cost compiles once per network instead of once per size.
+GREEDY_BATCH = len(df.Folding._fields)
+
+
+def _stack(foldings: list[np.ndarray], size: int | None = None) -> df.Folding:
+    if size is not None:
+        foldings = foldings + [foldings[0]] * (size - len(foldings))
     arr = np.stack(foldings)  # (B, 4, L)
     return df.Folding(*(arr[:, k] for k in range(4)))
 
@@ -93,7 +106,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
     options = factor_options(net)
     cost_fn = _batched_cost(net, device)
     current = np.ones((4, len(net)), np.int32)
-    _, cycles, util, _ = (np.asarray(x)[0] for x in cost_fn(_stack([current]), density))
+    _, cycles, util, _ = (np.asarray(x)[0] for x in cost_fn(_stack([current], GREEDY_BATCH), density))
     evaluations = 1
     if (util > limit).any():
         _check_fits_alone(net, density, device, limit)
@@ -112,7 +125,8 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
                 candidates.append(step)
         if not candidates:
             break
-        _, c_cycles, c_util, _ = (np.asarray(x) for x in cost_fn(_stack(candidates), density))
+        _, c_cycles, c_util, _ = (np.asarray(x)[:len(candidates)]
+                                  for x in cost_fn(_stack(candidates, GREEDY_BATCH), density))
         evaluations += len(candidates)
         fits = (c_util <= limit).all(axis=1)
         faster = c_cycles[:, bottleneck] < cycles[bottleneck] * (1 - 1e-9)
@@ -127,7 +141,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
         current = candidates[best]
         cycles, util = c_cycles[best], c_util[best]
     folding = df.Folding(*(current[k] for k in range(4)))
-    return DSEResult(folding, df.evaluate(net, folding, density, device), evaluations)
+    return DSEResult(folding, _final_cost(net, device)(folding, density), evaluations)
 
 
 def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
@@ -161,4 +175,4 @@ def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: f
         _check_fits_alone(net, density, device, limit)
         raise DeviceFitError(f"no folding of the network fits the {device.name} (limit {limit:.0%})")
     folding = df.Folding(*(best[k] for k in range(4)))
-    return DSEResult(folding, df.evaluate(net, folding, density, device), total)
+    return DSEResult(folding, _final_cost(net, device)(folding, density), total)
