@@ -75,8 +75,7 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
     try:
         width = {} if cfg.model.width is None else {"width": cfg.model.width}
         make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
-        # built as one compiled program: eager init would compile every small op on its own (same values)
-        model = nnx.eval_shape(make) if abstract else nnx.jit(make)()
+        model = nnx.eval_shape(make) if abstract else make()
     except SparsityError as e:
         raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None
     unused = plan.unused_patterns()
