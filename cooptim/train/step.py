@@ -12,6 +12,8 @@ model at `next_progress` (the fraction of training done after it).
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import optax
 from flax import nnx
@@ -35,7 +37,18 @@ def task_loss(model, images, labels):
 
 
 def make_step(objective: HardwareObjective | None = None):
-    """The jitted train step of a run (with the hardware terms of `objective`, if given)."""
+    """The jitted train step of a run (with the hardware terms of `objective`, if given). Without
+    an objective it is one shared function, so its compilations are reused by every run of the
+    process (nnx.jit caches them by the state's structure)."""
+    return _plain_step() if objective is None else _make_step(objective)
+
+
+@functools.cache
+def _plain_step():
+    return _make_step(None)
+
+
+def _make_step(objective: HardwareObjective | None):
 
     def loss_fn(net: Trainable, folding, images, labels, lam, temperature):
         task, logits, gates = task_loss(net.model, images, labels)

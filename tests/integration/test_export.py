@@ -193,8 +193,13 @@ def test_export_errors_leave_nothing_half_written(digits, tmp_path, monkeypatch)
     with pytest.raises(folders.FolderError, match="has no cooptim marker"):
         ex.export_model(cfg, model, digits, net, existing, force=True, vectors=1)
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
-    # ...but replaces an earlier export, which is an ordinary (not private) folder
+    # ...but replaces an earlier export, which is an ordinary (not private) folder; the temporary
+    # folder of an export killed half way is removed by the next export to the same place
+    killed = tmp_path / ".hw.k1ll3d"
+    killed.mkdir()
+    folders.mark(killed, "export")
     done = ex.export_model(cfg, model, digits, net, tmp_path / "hw", vectors=1)
+    assert not killed.exists()
     assert done.stat().st_mode & 0o055 == 0o055 & ~_umask()
     (done / "accelerator.json").unlink()
     ex.export_model(cfg, model, digits, net, done, force=True, vectors=1)

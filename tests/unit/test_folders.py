@@ -113,3 +113,20 @@ def test_a_moved_run_folder_resumes(tmp_path):
     changed = config.from_dict({**raw, "output_dir": str(tmp_path / "b"), "seed": 3})
     with pytest.raises(train.RunError, match="differs .* at seed"):
         train.checkpoint.check_run_dir(changed, resume=True, force=False)
+
+
+def test_a_force_run_into_a_folder_another_run_is_writing_is_refused(tmp_path):
+    raw = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    raw.update(output_dir=str(tmp_path), train={"steps": 2})
+    cfg = config.from_dict(raw)
+    cfg.run_dir.mkdir(parents=True)
+    folders.mark(cfg.run_dir, "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cfg.run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(folders.FolderError, match=f"run folder .* is in use by process {holder.pid}"):
+            train.run(cfg, force=True)
+        assert (cfg.run_dir / folders.MARKER).exists()  # the other run's folder is untouched
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
