@@ -37,8 +37,7 @@ def load_run(run_dir: str | Path, step: int | None = None, *, input_thresholds: 
                 raise RunError(f"{run_dir} has no checkpoint at step {step}")
             checkpoints.restore_model(step, model)
         else:
-            restored, skipped = checkpoints.restore_newest(lambda s: checkpoints.restore_model(s, model),
-                                                            delete_unreadable=False)
+            restored, skipped = checkpoints.restore_newest(lambda s: checkpoints.restore_model(s, model))
             for bad, reason in skipped:
                 warnings.warn(f"checkpoint {bad} of {run_dir} cannot be read ({reason}); using an older one",
                               stacklevel=2)

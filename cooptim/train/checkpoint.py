@@ -105,21 +105,20 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def restore_newest(self, restore, *, delete_unreadable: bool) -> tuple[int | None, list[tuple[int, str]]]:
-        """Calls restore(step) on the newest checkpoint that can be read. With delete_unreadable,
-        the newer ones that cannot are deleted (a resumed run writes them again). Returns (the step
-        restored or None, the (step, reason) of each checkpoint skipped)."""
+    def restore_newest(self, restore) -> tuple[int | None, list[tuple[int, str]]]:
+        """Calls restore(step) on the newest checkpoint that can be read. Returns (the step
+        restored or None, the (step, reason) of each newer checkpoint that could not be)."""
         skipped = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 restore(step)
                 return step, skipped
             except Exception as e:  # orbax and TensorStore raise many kinds for a damaged checkpoint
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                skipped.append((step, reason))
-                if delete_unreadable:
-                    self.manager.delete(step)
+                skipped.append((step, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
         return None, skipped
+
+    def delete(self, step: int) -> None:
+        self.manager.delete(step)
 
     def save(self, step: int, state) -> None:
         if self.manager.latest_step() == step:

@@ -110,14 +110,15 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
     metrics_path = run_dir / "metrics.jsonl"
     restored = None
     if resume:
-        restored, skipped = checkpoints.restore_newest(lambda step: checkpoints.restore(step, state),
-                                                        delete_unreadable=True)
-        for step, reason in skipped:
-            warnings.warn(f"checkpoint {step} of {run_dir} cannot be read ({reason}); it was deleted and the "
-                          f"run resumes from an older one", stacklevel=2)
-        if skipped and restored is None:
+        restored, skipped = checkpoints.restore_newest(lambda step: checkpoints.restore(step, state))
+        if skipped and restored is None:  # nothing deleted: they may be another version's
             checkpoints.close()
-            raise RunError(f"cannot resume {run_dir}: none of its checkpoints can be read")
+            raise RunError(f"cannot resume {run_dir}: none of its checkpoints can be read (damaged, or "
+                           f"written by another version of cooptim); the first says: {skipped[0][1]}")
+        for step, reason in skipped:  # newer than one that can be read: the run writes them again
+            checkpoints.delete(step)
+            warnings.warn(f"checkpoint {step} of {run_dir} cannot be read ({reason}); it was deleted and the "
+                          f"run resumes from step {restored}", stacklevel=2)
     if restored is None and objective is not None:
         _record_folding(run_dir, state.folding.get(), 0)
     start = state.step

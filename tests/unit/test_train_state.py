@@ -118,3 +118,15 @@ def test_an_existing_run_folder_is_refused_before_any_setup(tmp_path, monkeypatc
     monkeypatch.setattr(train.loop, "setup", lambda *a, **k: pytest.fail("set up before the folder check"))
     with pytest.raises(train.RunError, match="already exists"):
         train.run(cfg)
+
+
+def test_resume_with_no_readable_checkpoint_is_an_error_that_deletes_nothing(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    cfg.run_dir.mkdir(parents=True)
+    config.save(cfg, cfg.run_dir / "config.yaml")
+    broken = cfg.run_dir / "checkpoints" / "5"
+    (broken / "model").mkdir(parents=True)
+    (broken / "model" / "garbage").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(train.RunError, match="none of its checkpoints can be read"):
+        train.run(cfg, resume=True)
+    assert (broken / "model" / "garbage").exists()  # perhaps another version's: kept
