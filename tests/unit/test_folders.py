@@ -130,3 +130,14 @@ def test_a_force_run_into_a_folder_another_run_is_writing_is_refused(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_ctrl_c_during_an_export_is_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_cli, "export", interrupted)
+    assert export_cli.main([str(tmp_path), "--out", str(tmp_path / "hw")]) == 130
+    err = capsys.readouterr().err
+    assert err == "interrupted\n"
+    assert not (tmp_path / "hw").exists()
