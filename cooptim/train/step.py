@@ -40,7 +40,17 @@ def make_step(objective: HardwareObjective | None = None):
     """The jitted train step of a run (with the hardware terms of `objective`, if given). Without
     an objective it is one shared function, so its compilations are reused by every run of the
     process (nnx.jit caches them by the state's structure)."""
-    return _plain_step() if objective is None else _make_step(objective)
+    if objective is None:
+        return _plain_step()
+    # equal objectives (same objective config, network, device and pruned layers) share one step,
+    # so a resumed or repeated run reuses the compilations of the one before
+    key = (objective.cfg, objective.net, objective.device, objective.pruned.tobytes(), objective.macs.tobytes())
+    if key not in _STEPS:
+        _STEPS[key] = _make_step(objective)
+    return _STEPS[key]
+
+
+_STEPS: dict = {}
 
 
 @functools.cache
