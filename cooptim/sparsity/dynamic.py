@@ -19,7 +19,7 @@ and normalisation, as on the accelerator, where the skipped outputs take the fol
 The density the cost model reads is the expected fraction of active (position, channel) pairs,
 mean over the batch of mean(spatial) x mean(channel). A sparsity-target loss,
 `loss_weight * (density - target)^2` per layer, drives each layer's density to `target` (DPACS's
-sparsity loss); `cooptim.nn.collect_gates` exposes the per-layer densities to the trainer.
+sparsity loss); the layer taps its gates (`cooptim.nn.GateTap`) for the trainer and the reports.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class Dynamic(SparsityMethod):
         return weight
 
     def density(self, weight, layout: WeightLayout, progress=1.0):
-        """Weight density (1: the input-dependent density comes from `collect_gates`)."""
+        """Weight density (1: the input-dependent density comes from the gate taps, `cooptim.nn.GateTap`)."""
         del weight, layout, progress
         return jnp.float32(1.0)
 
