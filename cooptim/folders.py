@@ -1,6 +1,6 @@
 """Folders that cooptim writes: who made them, who is writing them now.
 
-- A marker file (`.cooptim`) names the kind of folder cooptim made (run, export, sweep). `--force`
+- A marker file (`.cooptim`) names the kind of folder cooptim made (run, export). `--force`
   replaces only such a folder, and never one that holds the source of the command or a file that
   cooptim does not write there.
 - An exclusive lock per folder (`.NAME.lock` beside it, `fcntl.flock`), held for the life of the
@@ -25,7 +25,6 @@ CONTENTS = {
             "learned_folding.json", "emulation.json"},
     "export": {MARKER, "accelerator.json", "fpgaconvnet.json", "params.h", "weights", "testbench", "README.md",
                "reference"},
-    "sweep": {MARKER, "runs", "sweep.csv", "pareto.png", "points", "logs"},
 }
 
 
@@ -101,9 +100,8 @@ class Lock:
             os.close(fd)
             raise FolderError(f"{self.what} {self.folder} is in use by process {holder}; wait for it to finish "
                               f"or stop it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
+        self.record(os.getpid())
         return self
 
     def record(self, pid: int) -> None:

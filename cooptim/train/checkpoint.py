@@ -46,7 +46,8 @@ def check_run_dir(cfg: Config, *, resume: bool, force: bool) -> Path:
         if not isinstance(previous, dict):
             raise RunError(f"cannot resume {run_dir}: its config.yaml is not a config")
         for key in LOCATION_KEYS:
-            previous.pop(key, None), current.pop(key, None)
+            previous.pop(key, None)
+            current.pop(key, None)
         if previous != current:
             diff = sorted(_diff_keys(previous, current))
             raise RunError(f"cannot resume {run_dir}: the config differs from the one it was started with "
@@ -86,9 +87,14 @@ def _diff_keys(a, b, prefix=""):
         yield prefix.rstrip(".")
 
 
+def _rest(state) -> tuple:
+    """The parts of a training state besides the model (the `train` item)."""
+    return state.optimizer, state.folding, state.gates, state.net.folding
+
+
 def _split(state) -> tuple:
     """(the model's state, the rest of the training state) as nnx States."""
-    return nnx.state(state.model), nnx.state((state.optimizer, state.folding, state.gates, state.net.folding))
+    return nnx.state(state.model), nnx.state(_rest(state))
 
 
 class Checkpoints:
@@ -136,7 +142,7 @@ class Checkpoints:
         nnx.replace_by_pure_dict(model, restored["model"])
         nnx.replace_by_pure_dict(train, restored["train"])
         nnx.update(state.model, model)
-        nnx.update((state.optimizer, state.folding, state.gates, state.net.folding), train)
+        nnx.update(_rest(state), train)
 
     def restore_model(self, step: int, model: nnx.Module) -> None:
         """Restores only the model of checkpoint `step` into `model` (a search's input thresholds,
