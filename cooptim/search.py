@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -113,6 +114,17 @@ def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpne
     return logits, jnp.stack([taps[nn.ActivationKept][n] for n in names])
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "names", "soft"))
+def _jitted_forward(graphdef, weights, names, images, densities, thresholds, soft):
+    return _forward(nnx.merge(graphdef, weights), names, images, densities, thresholds, soft=soft)
+
+
+def candidate_forward(model, names, images, densities, thresholds, *, soft: bool):
+    """`_forward` compiled once per model structure (the weights are an argument, not constants)."""
+    graphdef, weights = nnx.split(model)
+    return _jitted_forward(graphdef, weights, tuple(names), images, densities, thresholds, soft)
+
+
 def build_problem(cfg: SearchConfig, source: Path) -> Problem:
     train_path = (source.parent / cfg.train_config)
     tcfg = config_lib.load(train_path)
@@ -137,7 +149,7 @@ def evaluate(problem: Problem, densities, thresholds) -> tuple[dict, cm.Folding]
     """One candidate: (validation accuracy and the DSE'd throughput at its measured densities,
     that design's folding)."""
     d, a = jnp.asarray(densities, jnp.float32), jnp.asarray(thresholds, jnp.float32)
-    logits, act = _forward(problem.model, problem.names, jnp.asarray(problem.val[0]), d, a, soft=False)
+    logits, act = candidate_forward(problem.model, problem.names, jnp.asarray(problem.val[0]), d, a, soft=False)
     accuracy = float((np.asarray(logits).argmax(-1) == problem.val[1]).mean())
     density = cm.Density(np.asarray(d), np.asarray(act, np.float32))
     design = cm.dse.greedy(problem.net, density, problem.device)

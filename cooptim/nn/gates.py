@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cooptim.nn.init import fan_in_truncated_normal
 from cooptim.sparsity.dynamic import straight_through_gate
 from kernels.skip import skip_matmul
 
@@ -41,7 +42,7 @@ class Gates(nnx.Module):
     def __init__(self, in_features: int, weight_shape: tuple, method, rngs: nnx.Rngs):
         kh, kw, _, out = weight_shape
         self.method = method
-        init = nnx.initializers.variance_scaling(0.1, "fan_in", "truncated_normal")
+        init = fan_in_truncated_normal(0.1)
         bias = jnp.float32(method.gate_bias)
         if method.spatial:
             self.spatial_kernel = nnx.Param(init(rngs.params(), (kh, kw, in_features, 1), jnp.float32))

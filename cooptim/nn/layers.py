@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.nn.gates import GateRecord, Gates, gated_matmul
+from cooptim.nn.init import fan_in_truncated_normal
 from cooptim.nn.taps import ActivationKept, GateTap, LayerInput, tap
 from cooptim.sparsity import Dense as DenseMethod
 from cooptim.sparsity import SparsityError, SparsityMethod, WeightLayout
@@ -238,7 +239,7 @@ class SparseConv(SparseLayer):
         self.out_features = out_features
         shape = (kh, kw, in_features // groups, out_features)
         self._setup(name, shape, 2, 3, sparsity)
-        init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+        init = fan_in_truncated_normal(2.0)
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
         self._init_stored_mask()
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None
@@ -303,7 +304,7 @@ class SparseDense(SparseLayer):
     ):
         shape = (in_features, out_features)
         self._setup(name, shape, 0, 1, sparsity)
-        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+        init = fan_in_truncated_normal(1.0)
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
         self._init_stored_mask()
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32)) if use_bias else None

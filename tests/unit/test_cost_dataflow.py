@@ -116,20 +116,21 @@ def test_jit_grad_vmap_on_density_and_folding():
     theta = tuple(jnp.log(x) for x in folding)
     jitted = jax.jit(log_interval)
     assert np.isfinite(float(jitted(density.weight, density.activation, theta)))
-    grads = jax.grad(log_interval, argnums=(0, 1, 2))(density.weight, density.activation, theta)
+    grads = jax.jit(jax.grad(log_interval, argnums=(0, 1, 2)))(density.weight, density.activation, theta)
     assert float(grads[0][3]) > 0  # more weight density in the sparse layer -> more cycles
     assert float(grads[2][0][1]) <= 0  # more streams never slow a layer down
-    check_grads(lambda dw: log_interval(dw, density.activation, theta), (density.weight,), order=1,
+    check_grads(jax.jit(lambda dw: log_interval(dw, density.activation, theta)), (density.weight,), order=1,
                 modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
     compute = jnp.array([0, 3, 4])  # the conv / dense layers, whose coarse_in is inside its range
 
+    @jax.jit
     def by_coarse_in(log_ci):
         return log_interval(density.weight, density.activation,
                             (theta[0].at[compute].set(log_ci),) + theta[1:])
 
     check_grads(by_coarse_in, (theta[0][compute],), order=1, modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
-    batch = jax.vmap(lambda dw: df.evaluate(net, folding, df.Density(dw, density.activation), U250,
-                                            temperature=0.1).throughput)
+    batch = jax.jit(jax.vmap(lambda dw: df.evaluate(net, folding, df.Density(dw, density.activation), U250,
+                                                    temperature=0.1).throughput))
     out = batch(jnp.linspace(0.1, 1.0, 7)[:, None] * jnp.ones(5))
     assert out.shape == (7,) and bool(jnp.all(jnp.diff(out) <= 1e-3))
 

@@ -154,10 +154,11 @@ def test_kernel_inside_a_flax_layer_trains():
     layer = BDWPDense(nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(7).normal(size=(32, 16)), jnp.float32)
     target = x @ jnp.asarray(np.random.default_rng(8).normal(size=(16, 8)), jnp.float32)
-    loss = lambda l: jnp.mean((l(x) - target) ** 2)
+    loss = nnx.jit(lambda l: jnp.mean((l(x) - target) ** 2))
+    grad = nnx.jit(nnx.grad(loss))
     before = float(loss(layer))
     for _ in range(20):
-        grads = nnx.grad(loss)(layer)
+        grads = grad(layer)
         layer.w[...] = layer.w[...] - 0.05 * grads["w"][...]
     assert float(loss(layer)) < before
 

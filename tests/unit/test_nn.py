@@ -9,6 +9,7 @@ from flax import nnx
 import cost_models
 from cooptim import config
 from cooptim.nn import SparseConv, SparseDense, build_model, describe, sparse_layers
+from cooptim.nn.init import fan_in_truncated_normal
 from cooptim.sparsity import NM
 
 
@@ -83,7 +84,7 @@ def test_layers_through_the_kernels_match_the_dense_path_in_value_and_gradient()
         def loss(conv, dense):
             return jnp.sum(dense(conv(x).reshape(2, -1)) ** 2)
 
-        value, grads = nnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
+        value, grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1)))(conv, dense)
         if kernel:
             kernel_value, kernel_grads = value, grads
     np.testing.assert_allclose(kernel_value, value, rtol=1e-5)
@@ -145,3 +146,12 @@ def test_nm_mask_interval_keeps_the_stored_mask_until_it_is_due():
     assert (after.reshape(2, 4, 2).sum(1) == 1).all()
     with pytest.raises(Exception, match="cannot be combined with mask_interval"):
         NM(kernel=True, mask_interval=5)
+
+
+@pytest.mark.parametrize("shape, scale", [((3, 3, 4, 8), 2.0), ((1, 1, 16, 24), 0.1), ((64, 10), 1.0)])
+def test_the_flat_initialiser_draws_exactly_flax_variance_scaling(shape, scale):
+    key = jax.random.key(7)
+    ours = fan_in_truncated_normal(scale)(key, shape)
+    flax_default = nnx.initializers.variance_scaling(scale, "fan_in", "truncated_normal")(key, shape, jnp.float32)
+    assert ours.shape == shape
+    np.testing.assert_array_equal(ours, flax_default)
