@@ -185,5 +185,5 @@ def params_header(net: q.QuantizedNetwork, config: dict) -> str:
         kind = "Kind::kConv" if layer.kind == "conv" else "Kind::kDense"
         table.append(f'    {{"{name}", {kind}, Pattern::{_PATTERN_ENUM[layer.pattern]}, {pool}, '
                      + ", ".join(str(values[f]) for f in _FIELDS) + "},")
-    lines += [f"constexpr LayerParams kLayers[kNumLayers] = {{"] + table + ["};", "", "}  // namespace cooptim", ""]
+    lines += ["constexpr LayerParams kLayers[kNumLayers] = {"] + table + ["};", "", "}  // namespace cooptim", ""]
     return "\n".join(lines)
