@@ -40,10 +40,9 @@ def main():
     parser.add_argument("--configs", type=int, default=10_000)
     args = parser.parse_args()
 
-    layers = cm.networks.resnet18()
-    patterns = [cm.NMPattern(2, 4) if isinstance(l, cm.Conv2D) and l.kernel == (3, 3) else cm.DensePattern()
-                for l in layers]
-    net = cm.Network.build(layers, patterns)
+    graph = cm.networks.resnet18()
+    patterns = {l.name: cm.NMPattern(2, 4) for l in graph.layers if isinstance(l, cm.Conv2D) and l.kernel == (3, 3)}
+    net = cm.Network.build(graph, patterns)
     device = cm.get_device("u250")
     density = cm.Density.from_patterns(net)
     rows = []

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,8 @@ import numpy as np
 
 from cost_models import sparsity as sp
 from cost_models.devices import Device
-from cost_models.layers import Conv2D, Dense, Elementwise, GlobalPool, Layer, Pool
+from cost_models.graph import INPUT, Graph, GraphError
+from cost_models.layers import Conv2D, Dense, Elementwise, GlobalPool, Layer, Pool, Split, Subsample
 from cost_models.relax import smooth_max
 
 CONV, DENSE_LAYER, POOL, GLOBAL_POOL, ELEMENTWISE = range(5)
@@ -101,25 +102,43 @@ class EnergyParams:
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """Static description of a network for the cost model: layers, their patterns, precision."""
+    """Static description of a network for the cost model: its graph (an engine per node), each
+    node's sparsity pattern, and the datapath's precision. `layers` are the graph's nodes' layers."""
 
-    layers: tuple
+    graph: Graph
     patterns: tuple
     precision: Precision = Precision()
 
     @staticmethod
-    def build(layers: Sequence[Layer], patterns: Sequence[sp.Pattern] | None = None,
+    def build(layers: Graph | Sequence[Layer], patterns: Sequence[sp.Pattern] | Mapping[str, sp.Pattern] | None = None,
               precision: Precision = Precision()) -> "Network":
-        layers = tuple(layers)
-        if not layers:
-            raise CostModelError("a network needs at least one layer")
-        patterns = tuple(patterns) if patterns is not None else tuple(sp.DensePattern() for _ in layers)
-        if len(patterns) != len(layers):
-            raise CostModelError(f"{len(patterns)} patterns for {len(layers)} layers")
-        names = [l.name for l in layers]
-        if len(set(names)) != len(names):
-            raise CostModelError(f"layer names must be unique: {names}")
-        return Network(layers, patterns, precision)
+        """`layers`: a `Graph`, or a list taken as a pipeline in that order (shapes unchecked, so
+        that a list of only the compute layers still works). `patterns`: one per node, or
+        {node name: pattern} (nodes not named are dense)."""
+        if not isinstance(layers, Graph):
+            layers = tuple(layers)
+            if not layers:
+                raise CostModelError("a network needs at least one layer")
+            names = [l.name for l in layers]
+            if len(set(names)) != len(names):
+                raise CostModelError(f"layer names must be unique: {names}")
+        try:
+            graph = layers if isinstance(layers, Graph) else Graph.chain(layers, check_shapes=False)
+        except GraphError as e:
+            raise CostModelError(str(e)) from None
+        if isinstance(patterns, Mapping):
+            unknown = sorted(set(patterns) - set(graph.names))
+            if unknown:
+                raise CostModelError(f"a pattern for {unknown[0]!r}, which is no node of the network")
+            patterns = tuple(patterns.get(name, sp.DensePattern()) for name in graph.names)
+        patterns = tuple(patterns) if patterns is not None else tuple(sp.DensePattern() for _ in graph.nodes)
+        if len(patterns) != len(graph):
+            raise CostModelError(f"{len(patterns)} patterns for {len(graph)} layers")
+        return Network(graph, patterns, precision)
+
+    @property
+    def layers(self) -> tuple:
+        return self.graph.layers
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -209,9 +228,10 @@ class Cost(NamedTuple):
 def tables(net: Network) -> dict[str, np.ndarray]:
     """Static per-layer quantities as float64 NumPy arrays (computed once per network)."""
     rows = []
-    for layer in net.layers:
+    for node in net.graph.nodes:
+        layer = node.layer
         r = dict(kind=ELEMENTWISE, c_in=1, c_out=1, groups=1, kh=1, kw=1, ho_wo=1, positions=1, in_words=1,
-                 in_pad_words=1, out_words=1, wp=1, macs=0, params=0)
+                 in_pad_words=1, out_words=1, wp=1, macs=0, params=0, ports=1)
         if isinstance(layer, Conv2D):
             (h, w, c), (ho, wo, f) = layer.in_shape, layer.out_shape
             (pt, pb), (pl, pr) = layer.padding
@@ -235,11 +255,13 @@ def tables(net: Network) -> dict[str, np.ndarray]:
             r.update(kind=POOL, c_in=c, c_out=c, kh=layer.kernel[0], kw=layer.kernel[1],
                      ho_wo=ho * wo, in_words=h * w * c, in_pad_words=(h + pt + pb) * (w + pl + pr) * c,
                      out_words=ho * wo * c, wp=w + pl + pr)
-        elif isinstance(layer, (GlobalPool, Elementwise)):
+        elif isinstance(layer, (GlobalPool, Elementwise, Split, Subsample)):
             h, w, c = layer.in_shape
-            ho, wo, _ = layer.out_shape
+            ho, wo, co = layer.out_shape
+            # a split writes `outputs` streams, a merge reads one per input: their logic per port
+            ports = layer.outputs if isinstance(layer, Split) else len(node.inputs)
             r.update(kind=GLOBAL_POOL if isinstance(layer, GlobalPool) else ELEMENTWISE, c_in=c,
-                     c_out=c, in_words=h * w * c, in_pad_words=h * w * c, out_words=ho * wo * c)
+                     c_out=co, in_words=h * w * c, in_pad_words=h * w * c, out_words=ho * wo * co, ports=ports)
         else:
             raise CostModelError(f"layer {getattr(layer, 'name', layer)!r}: unsupported type {type(layer).__name__}")
         rows.append(r)
@@ -258,6 +280,16 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
                       ((t["kh"] - 1) * t["wp"] + t["kw"]) * t["c_in"] / np.maximum(t["in_pad_words"], 1), 0.0)
     t["fill"] = np.where((t["kind"] == DENSE_LAYER) | (t["kind"] == GLOBAL_POOL), 1.0, window)
+    graph = net.graph
+    # The pipeline fills along its longest path (in a chain: every layer's fill, summed).
+    depth = {INPUT: 0.0}
+    for i, node in enumerate(graph.nodes):
+        depth[node.name] = t["fill"][i] + max(depth[src] for src in node.inputs)
+    t["path_fill"] = np.float64(depth[graph.output])
+    t["input_words"] = np.float64(math.prod(graph.input_shape))
+    # The FIFO on each merge's shorter branch, in words (`Graph.skip_buffers`).
+    skip = graph.skip_buffers()
+    t["skip_words"] = np.array([skip[n.name][1] if n.name in skip else 0.0 for n in graph.nodes], np.float64)
     return t
 
 
@@ -333,11 +365,11 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
 
     # --- pipeline: interval = slowest stage, including the off-chip input/output stream
     clock_hz = device.clock_mhz * 1e6
-    io_bits = (t["in_words"][0] + t["out_words"][-1]) * pr.data_bits
+    io_bits = (t["input_words"] + t["out_words"][-1]) * pr.data_bits
     io_cycles = jnp.asarray(io_bits * clock_hz / (device.bandwidth_gbps * 1e9), jnp.float32)
     interval = smooth_max(jnp.concatenate([layer_cycles, io_cycles[None]]), temperature)
     throughput = clock_hz / interval
-    latency = interval * (1.0 + t["fill"].sum()) / clock_hz
+    latency = interval * (1.0 + t["path_fill"]) / clock_hz
 
     # --- resources
     multipliers = jnp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
@@ -353,14 +385,18 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
     line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
                         t["c_in"] / streams_in * t["wp"], resources, temperature)
-    layer_bram = weight_bram + jnp.where(has_window, line_bram, 0.0)
+    # A merge's skip FIFO: `skip_words` deep, one stream per coarse lane (our model, see
+    # `Graph.skip_buffers`; fpgaConvNet sizes these buffers in its hardware generator).
+    skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature)
+    layer_bram = (weight_bram + jnp.where(has_window, line_bram, 0.0)
+                  + jnp.where(t["skip_words"] > 0, skip_bram, 0.0))
     is_compute = is_conv | is_dense
     width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width
 
     def logic(per_mult, per_in, per_out, per_pair, per_simple):
         compute_logic = (per_mult * multipliers + per_in * streams_in * width
                          + per_out * streams_out * width + per_pair * ci * co * cg * width)
-        return jnp.where(is_compute, compute_logic, per_simple * streams_in * width)
+        return jnp.where(is_compute, compute_logic, per_simple * streams_in * width * t["ports"])
 
     layer_lut = logic(resources.lut_per_multiplier, resources.lut_per_input_stream,
                       resources.lut_per_output_stream, resources.lut_per_stream_pair,

@@ -152,4 +152,40 @@ class Elementwise:
     macs = 0
 
 
-Layer = Union[Conv2D, Dense, Pool, GlobalPool, Elementwise]
+@dataclasses.dataclass(frozen=True)
+class Subsample:
+    """ResNet's parameter-free "option A" shortcut (He et al., CVPR 2016, Sec. 4.2): keeps every
+    `stride`-th row and column and zero-pads the channels up to `out_channels`."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    stride: int = 2
+    out_channels: int | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.in_shape
+        return (-(-h // self.stride), -(-w // self.stride), self.out_channels or c)
+
+    params = 0
+    macs = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A fork: one stream in, `outputs` identical streams out (fpgaConvNet's split layer). Graphs
+    insert one wherever a tensor has more than one reader (`cost_models.graph`)."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    outputs: int = 2
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.in_shape
+
+    params = 0
+    macs = 0
+
+
+Layer = Union[Conv2D, Dense, Pool, GlobalPool, Elementwise, Subsample, Split]

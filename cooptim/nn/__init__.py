@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cooptim.config import Config, ConfigError, SparsityConfig
+from cooptim.nn.blocks import graph_of
 from cooptim.nn.gates import GateRecord
 from cooptim.nn.layers import (DensityLogit, InputThreshold, LayerSparsity, Progress, SparseConv, SparseDense,
                                SparseLayer, StoredMask, refresh_masks, set_progress)
@@ -94,23 +95,9 @@ def sparse_layers(model: nnx.Module) -> list[tuple[tuple, SparseLayer]]:
 
 
 def describe(model: nnx.Module, in_shape: tuple[int, int, int]) -> list:
-    """Static layer descriptions (cost_models.layers) in execution order, by tracing shapes only.
-
-    Each sparse layer taps its (input, output); the order is that of the equations that produce
-    the outputs in the traced program (the order the layers finish in)."""
-    graphdef, state = nnx.split(model)
-
-    def run(state, x):
-        return capture(nnx.merge(graphdef, state), x, LayerInput)[1][LayerInput]
-
-    x = jax.ShapeDtypeStruct((1, *in_shape), jnp.float32)
-    closed, taps = jax.make_jaxpr(run, return_shape=True)(state, x)
-    produced_at = {id(v): i for i, eqn in enumerate(closed.jaxpr.eqns) for v in eqn.outvars}
-    # the program's outputs are the taps flattened: (input, output) per layer, in `taps`' key order
-    outputs = closed.jaxpr.outvars
-    finish = {name: produced_at.get(id(outputs[2 * i + 1]), -1) for i, name in enumerate(taps)}
-    layers = {layer.layer_name: layer for _, layer in sparse_layers(model)}
-    return [layers[name].description(taps[name][0].shape[1:]) for name in sorted(taps, key=finish.get)]
+    """The layers with weights (cost_models descriptions), in execution order: the weighted nodes
+    of the model's graph (`graph_of`)."""
+    return list(graph_of(model, in_shape).weighted)
 
 
 def gated_layers(model: nnx.Module) -> list[SparseLayer]:
@@ -168,6 +155,7 @@ __all__ = [
     "describe",
     "gate_stats",
     "gated_layers",
+    "graph_of",
     "measure_gates",
     "refresh_masks",
     "resnet20",

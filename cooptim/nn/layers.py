@@ -211,6 +211,10 @@ class SparseLayer(nnx.Module):
         """The cost model's static description of this layer for an input of `in_shape` (no batch)."""
         raise NotImplementedError
 
+    def graph(self, g, x: str) -> str:
+        """This layer's node in the model's graph (`blocks.GraphBuilder`), reading node `x`."""
+        return g.add(self.description(g.shape(x)), x)
+
 
 class SparseConv(SparseLayer):
     """2-D convolution, NHWC input, HWIO weight of shape (K_h, K_w, C_in/groups, C_out)."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Literal
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
 
+from cooptim.nn.blocks import Activation, Chain, Flatten, GlobalAvgPool, Identity, Pool, Residual, Subsample
 from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer
 from cooptim.sparsity import SparsityMethod
 
@@ -31,11 +30,7 @@ class Stage:
     pool_size: int = 1
 
 
-def _avg_pool(x, k: int):
-    return nnx.avg_pool(x, window_shape=(k, k), strides=(k, k))
-
-
-class DigitsCNN(nnx.Module):
+class DigitsCNN(Chain):
     """A small CNN for 8x8 inputs: three 3x3 convs (w, 2w, 4w channels) and a linear head.
 
     conv1 -> relu -> conv2 -> relu -> avgpool 2 -> conv3 -> relu -> avgpool 2 -> flatten -> head.
@@ -53,13 +48,8 @@ class DigitsCNN(nnx.Module):
         self.conv3 = conv(2 * width, 4 * width, "conv3")
         flat = (h // 4) * (w // 4) * 4 * width
         self.head = SparseDense(flat, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (B, H, W, C) float32 -> logits (B, num_classes)."""
-        x = jax.nn.relu(self.conv1(x))
-        x = _avg_pool(jax.nn.relu(self.conv2(x)), 2)
-        x = _avg_pool(jax.nn.relu(self.conv3(x)), 2)
-        return self.head(x.reshape(x.shape[0], -1))
+        self.steps = ("conv1", Activation("conv1.relu"), "conv2", Activation("conv2.relu"), Pool("pool2", "avg"),
+                      "conv3", Activation("conv3.relu"), Pool("pool3", "avg"), Flatten(), "head")
 
     def stages(self) -> list[Stage]:
         """The same computation as `__call__`, as a list of stages."""
@@ -67,7 +57,7 @@ class DigitsCNN(nnx.Module):
                 Stage(self.conv3, relu=True, pool="avg", pool_size=2), Stage(self.head)]
 
 
-class BasicBlock(nnx.Module):
+class BasicBlock(Residual):
     """ResNet basic block (He et al., CVPR 2016) with the CIFAR "option A" shortcut:
     identity, subsampled by the stride and zero-padded in channels when the shape changes."""
 
@@ -79,18 +69,14 @@ class BasicBlock(nnx.Module):
         self.conv2 = SparseConv(out_ch, out_ch, 3, name=f"{name}.conv2",
                                 sparsity=sparsity_for(f"{name}.conv2"), rngs=rngs)
         self.bn2 = nnx.BatchNorm(out_ch, momentum=0.9, rngs=rngs)
-        self.stride, self.pad_ch = stride, out_ch - in_ch
-
-    def __call__(self, x):
-        y = jax.nn.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        shortcut = x[:, :: self.stride, :: self.stride, :]
-        if self.pad_ch:
-            shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, self.pad_ch)))
-        return jax.nn.relu(y + shortcut)
+        self.name = name
+        self.body = ("conv1", "bn1", Activation(f"{name}.relu1"), "conv2", "bn2")
+        changes = stride != 1 or out_ch != in_ch
+        self.shortcut = Subsample(f"{name}.shortcut", stride, out_ch - in_ch) if changes else Identity()
+        self.after = Activation(f"{name}.relu2")
 
 
-class CifarResNet(nnx.Module):
+class CifarResNet(Chain):
     """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2): ResNet-20 is n=3, 0.27M params."""
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, sparsity_for: SparsityFor,
@@ -106,13 +92,8 @@ class CifarResNet(nnx.Module):
                 in_ch = out_ch
         self.blocks = nnx.List(blocks)
         self.head = SparseDense(in_ch, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (B, H, W, C) float32 -> logits (B, num_classes)."""
-        x = jax.nn.relu(self.stem_bn(self.stem(x)))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x.mean(axis=(1, 2)))
+        self.steps = ("stem", "stem_bn", Activation("stem.relu"), *(f"blocks.{i}" for i in range(len(blocks))),
+                      GlobalAvgPool(), "head")
 
 
 def resnet20(in_shape, num_classes, sparsity_for, *, width=16, rngs):
@@ -126,25 +107,17 @@ def resnet56(in_shape, num_classes, sparsity_for, *, width=16, rngs):
     return CifarResNet(in_shape, num_classes, sparsity_for, blocks_per_stage=9, width=width, rngs=rngs)
 
 
-class _ConvBN(nnx.Module):
+class _ConvBN(Chain):
     """conv -> BatchNorm (-> ReLU or ReLU6), the unit of the ImageNet models."""
 
     def __init__(self, c_in, c_out, k, name, sparsity_for, rngs, *, stride=1, groups=1, act="relu"):
         self.conv = SparseConv(c_in, c_out, k, strides=stride, groups=groups, name=name,
                                sparsity=sparsity_for(name), rngs=rngs)
         self.bn = nnx.BatchNorm(c_out, momentum=0.9, rngs=rngs)
-        self.act = act
-
-    def __call__(self, x):
-        y = self.bn(self.conv(x))
-        if self.act == "relu":
-            return jax.nn.relu(y)
-        if self.act == "relu6":
-            return jnp.clip(y, 0.0, 6.0)
-        return y
+        self.steps = ("conv", "bn") + ((Activation(f"{name}.{act}", act),) if act else ())
 
 
-class ImageNetBlock(nnx.Module):
+class ImageNetBlock(Residual):
     """ResNet basic block (ResNet-18/34) or bottleneck (ResNet-50+, stride on the 3x3 conv as in
     torchvision), with a 1x1 conv + BN projection shortcut when the shape changes."""
 
@@ -160,16 +133,13 @@ class ImageNetBlock(nnx.Module):
                 _ConvBN(c_in, width, 3, f"{name}.conv1", sparsity_for, rngs, stride=stride),
                 _ConvBN(width, c_out, 3, f"{name}.conv2", sparsity_for, rngs, act=None)])
         self.shortcut = (_ConvBN(c_in, c_out, 1, f"{name}.downsample", sparsity_for, rngs, stride=stride, act=None)
-                         if stride != 1 or c_in != c_out else None)
-
-    def __call__(self, x):
-        y = x
-        for unit in self.units:
-            y = unit(y)
-        return jax.nn.relu(y + (self.shortcut(x) if self.shortcut is not None else x))
+                         if stride != 1 or c_in != c_out else Identity())
+        self.name = name
+        self.body = tuple(f"units.{i}" for i in range(len(self.units)))
+        self.after = Activation(f"{name}.relu")
 
 
-class ImageNetResNet(nnx.Module):
+class ImageNetResNet(Chain):
     """ResNet-18/50 (He et al., CVPR 2016, Table 1) for 224 x 224 inputs."""
 
     def __init__(self, in_shape, num_classes, sparsity_for, *, depth=18, width=64, rngs):
@@ -186,17 +156,11 @@ class ImageNetResNet(nnx.Module):
                 c_in = w * 4 if bottleneck else w
         self.blocks = nnx.List(blocks)
         self.head = SparseDense(c_in, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
-
-    def __call__(self, x):
-        x = self.stem(x)
-        x = nnx.max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf),
-                         window_shape=(3, 3), strides=(2, 2))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x.mean(axis=(1, 2)))
+        self.steps = ("stem", Pool("maxpool", "max", 3, 2, 1), *(f"blocks.{i}" for i in range(len(blocks))),
+                      GlobalAvgPool(), "head")
 
 
-class InvertedResidual(nnx.Module):
+class InvertedResidual(Residual):
     """MobileNetV2 block (Sandler et al., CVPR 2018, Table 1): 1x1 expand, 3x3 depthwise, 1x1 project."""
 
     def __init__(self, c_in, c_out, stride, expand, name, sparsity_for, rngs):
@@ -208,16 +172,12 @@ class InvertedResidual(nnx.Module):
                           groups=hidden, act="relu6"),
                   _ConvBN(hidden, c_out, 1, f"{name}.project", sparsity_for, rngs, act=None)]
         self.units = nnx.List(units)
-        self.residual = stride == 1 and c_in == c_out
-
-    def __call__(self, x):
-        y = x
-        for unit in self.units:
-            y = unit(y)
-        return x + y if self.residual else y
+        self.name = name
+        self.body = tuple(f"units.{i}" for i in range(len(units)))
+        self.shortcut = Identity() if stride == 1 and c_in == c_out else None
 
 
-class MobileNetV2(nnx.Module):
+class MobileNetV2(Chain):
     """MobileNetV2 1.0 for 224 x 224 inputs (3.5 M parameters, 0.30 GMAC)."""
 
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -234,15 +194,10 @@ class MobileNetV2(nnx.Module):
         self.blocks = nnx.List(blocks)
         self.last = _ConvBN(c_in, 1280, 1, "last", sparsity_for, rngs, act="relu6")
         self.head = SparseDense(1280, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
-
-    def __call__(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.last(x).mean(axis=(1, 2)))
+        self.steps = ("stem", *(f"blocks.{i}" for i in range(len(blocks))), "last", GlobalAvgPool(), "head")
 
 
-class VGG16(nnx.Module):
+class VGG16(Chain):
     """VGG-16 (Simonyan & Zisserman, ICLR 2015, configuration D) for 224 x 224 inputs."""
 
     PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -262,13 +217,15 @@ class VGG16(nnx.Module):
         self.fc1 = SparseDense(c_in * size * size, 4096, name="fc1", sparsity=sparsity_for("fc1"), rngs=rngs)
         self.fc2 = SparseDense(4096, 4096, name="fc2", sparsity=sparsity_for("fc2"), rngs=rngs)
         self.head = SparseDense(4096, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
-
-    def __call__(self, x):
-        convs = iter(self.convs)
+        steps, n_conv, n_pool = [], 0, 0
         for item in self.PLAN:
-            x = _max_pool(x) if item == "M" else jax.nn.relu(next(convs)(x))
-        x = jax.nn.relu(self.fc1(x.reshape(x.shape[0], -1)))
-        return self.head(jax.nn.relu(self.fc2(x)))
+            if item == "M":
+                n_pool += 1
+                steps.append(Pool(f"pool{n_pool}", "max"))
+            else:
+                steps += [f"convs.{n_conv}", Activation(f"conv{n_conv + 1}.relu")]
+                n_conv += 1
+        self.steps = (*steps, Flatten(), "fc1", Activation("fc1.relu"), "fc2", Activation("fc2.relu"), "head")
 
     def stages(self) -> list[Stage]:
         """The same computation as `__call__`, as a list of stages."""
@@ -279,10 +236,6 @@ class VGG16(nnx.Module):
             else:
                 stages.append(Stage(next(convs), relu=True))
         return stages + [Stage(self.fc1, relu=True), Stage(self.fc2, relu=True), Stage(self.head)]
-
-
-def _max_pool(x):
-    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
 
 
 def resnet18(in_shape, num_classes, sparsity_for, *, width=64, rngs):

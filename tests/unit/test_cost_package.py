@@ -16,7 +16,7 @@ def test_imports_without_flax_or_cooptim():
 
 
 def test_resnet18_matches_published_size():
-    layers = cm.networks.resnet18()
+    layers = cm.networks.resnet18().layers
     assert abs(cm.total_macs(layers) / 1.814e9 - 1) < 0.01  # He et al. 2016: 1.8 GFLOPs (MACs)
     assert abs(cm.total_params(layers) / 11.69e6 - 1) < 0.01  # torchvision: 11.69 M incl. BN, fc bias
     assert sum(isinstance(l, cm.Conv2D) for l in layers) == 20

@@ -8,7 +8,7 @@ from flax import nnx
 
 import cost_models
 from cooptim import config
-from cooptim.nn import SparseConv, SparseDense, build_model, describe, sparse_layers
+from cooptim.nn import LayerInput, SparseConv, SparseDense, build_model, capture, describe, graph_of, sparse_layers
 from cooptim.nn.init import fan_in_truncated_normal
 from cooptim.sparsity import NM
 
@@ -155,3 +155,40 @@ def test_the_flat_initialiser_draws_exactly_flax_variance_scaling(shape, scale):
     flax_default = nnx.initializers.variance_scaling(scale, "fan_in", "truncated_normal")(key, shape, jnp.float32)
     assert ours.shape == shape
     np.testing.assert_array_equal(ours, flax_default)
+
+
+# residual merges: ResNet-20 9 blocks, ResNet-18 8, ResNet-50 16, MobileNetV2 the 10 blocks of stride 1 and
+# equal width (Sandler et al. 2018, Table 2), VGG-16 none
+MERGES = {"resnet20": 9, "resnet56": 27, "resnet18": 8, "resnet50": 16, "mobilenet_v2": 10, "vgg16": 0}
+
+
+@pytest.mark.parametrize("name", [z[0] for z in ZOO])
+def test_the_graph_is_what_the_forward_pass_computes(name):
+    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {"default": {"method": "dense"}}})
+    shape = (32, 32, 3)
+    model = build_model(cfg, shape, 7, abstract=True)
+    graph = graph_of(model, shape)
+    # every weighted node reads and writes the shapes the traced forward pass gives its layer
+    traced = nnx.eval_shape(lambda m, x: capture(m, x, LayerInput)[1][LayerInput], model,
+                            jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    weighted = {layer.name: layer for layer in graph.weighted}
+    assert sorted(weighted) == sorted(traced)
+    for layer_name, (x, y) in traced.items():
+        layer = weighted[layer_name]
+        expected_in = (layer.in_features,) if isinstance(layer, cost_models.Dense) else layer.in_shape
+        assert tuple(x.shape[1:]) == tuple(expected_in), layer_name
+        assert tuple(y.shape[1:]) == cost_models.graph.out_shape(layer), layer_name
+    assert graph.output == "head" and graph.shape("head") == (7,)
+    merges = [l for l in graph.layers if isinstance(l, cost_models.Elementwise) and l.op == "add"]
+    assert len(merges) == MERGES[name]
+    # a fork (split) before every merge, and every non-weighted node of the forward pass present
+    assert sum(isinstance(l, cost_models.Split) for l in graph.layers) == MERGES[name]
+    assert any(isinstance(l, cost_models.GlobalPool) for l in graph.layers) != (name == "vgg16")
+
+
+def test_digits_cnn_graph_lists_its_activations_and_pools_in_order():
+    cfg = config.load("configs/quickstart.yaml")
+    graph = graph_of(build_model(cfg, (8, 8, 1), 10, abstract=True), (8, 8, 1))
+    assert graph.names == ("conv1", "conv1.relu", "conv2", "conv2.relu", "pool2", "conv3", "conv3.relu",
+                           "pool3", "head")
+    assert graph.node("pool3").layer.op == "avg" and graph.shape("pool3") == (2, 2, 64)
