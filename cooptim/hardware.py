@@ -23,12 +23,13 @@ def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
         raise ConfigError(f"{source}: '{key}': {e}") from None
 
 
-def network_of(model, descriptions, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
-    """The cost model's description of a cooptim model, from its traced layer shapes
-    (`nn.describe`) and its layers' patterns (all dense with `dense=True`)."""
+def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
+    """The cost model's network of a cooptim model: its graph (`nn.graph_of`, every node an
+    engine) and its sparse layers' patterns (all dense with `dense=True`)."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    patterns = [cm.DensePattern() if dense else layers[d.name].current_method().pattern() for d in descriptions]
-    return cm.Network.build(descriptions, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
+    patterns = {} if dense else {n.name: layers[n.name].current_method().pattern()
+                                 for n in graph.nodes if n.name in layers}
+    return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
 def cost_summary(cost) -> dict:
@@ -43,6 +44,8 @@ def cost_summary(cost) -> dict:
            if hasattr(cost, "bram18") else {}),
         "utilisation": util,
         "layer_cycles": [float(c) for c in np.asarray(cost.layer_cycles)],
+        "layer_dsp": [float(c) for c in np.asarray(cost.layer_dsp)],
+        **({"layer_bram18": [float(c) for c in np.asarray(cost.layer_bram18)]} if hasattr(cost, "layer_bram18") else {}),
     }
 
 
@@ -78,7 +81,10 @@ def densities_of(model, names, gates: dict | None = None, static=_mask_density) 
     gates = gates or {}
     weight, activation = [], []
     for name in names:
-        if name in gates:
+        if name not in layers:  # a node without weights (pool, activation, add, split)
+            weight.append(1.0)
+            activation.append(1.0)
+        elif name in gates:
             channel = max(gates[name]["channel"], 1e-6)
             weight.append(channel)
             activation.append(min(gates[name]["density"] / channel, 1.0))
@@ -88,18 +94,24 @@ def densities_of(model, names, gates: dict | None = None, static=_mask_density) 
     return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
 
 
-def hardware_report(model, descriptions, cfg: Config, source: str = "<config>", gates: dict | None = None) -> dict:
+def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>", gates: dict | None = None) -> dict:
     """Cost of the trained network and of its dense counterpart on the configured device.
 
-    `descriptions`: the model's traced layer shapes, `nn.describe(model, in_shape)`; `gates`: the
-    measured gate activity of dynamically gated layers (`nn.measure_gates`).
+    `graph`: the model's graph, `nn.graph_of(model, in_shape)`; `gates`: the measured gate activity
+    of dynamically gated layers (`nn.measure_gates`). `nodes` lists every engine, weighted or not.
     """
     device = device_of(cfg.hardware, source)
-    sparse_net = network_of(model, descriptions, cfg.hardware)
-    dense_net = network_of(model, descriptions, cfg.hardware, dense=True)
+    sparse_net = network_of(model, graph, cfg.hardware)
+    dense_net = network_of(model, graph, cfg.hardware, dense=True)
     sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
     bottleneck = int(np.argmax(sparse["layer_cycles"]))
+    nodes = [{"name": node.name, "op": _op_name(node.layer), "inputs": list(node.inputs),
+              "out_shape": list(cm.graph.out_shape(node.layer)), "cycles": sparse["layer_cycles"][i],
+              "dsp": sparse["layer_dsp"][i], "bram18": sparse.get("layer_bram18", [0.0] * len(graph))[i],
+              "folding": (sparse["folding"] or {}).get(node.name)}
+             for i, node in enumerate(graph.nodes)]
+    skip = graph.skip_buffers()
     return {
         "device": device.name,
         "clock_mhz": device.clock_mhz,
@@ -109,4 +121,16 @@ def hardware_report(model, descriptions, cfg: Config, source: str = "<config>", 
         "bottleneck_layer": sparse_net.names[bottleneck],
         "speedup": sparse["throughput"] / dense["throughput"],
         "layer_names": list(sparse_net.names),
+        "nodes": nodes,
+        "skip_buffers": {merge: {"edge_from": src, "words": words} for merge, (src, words) in skip.items()},
     }
+
+
+def _op_name(layer) -> str:
+    """A node's op for reports: conv, dense, max_pool, avg_pool, global_pool, relu, add, split, subsample."""
+    if isinstance(layer, cm.Pool):
+        return f"{layer.op}_pool"
+    if isinstance(layer, cm.Elementwise):
+        return layer.op
+    return {"Conv2D": "conv", "Dense": "dense", "GlobalPool": "global_pool", "Split": "split",
+            "Subsample": "subsample"}[type(layer).__name__]

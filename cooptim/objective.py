@@ -50,8 +50,8 @@ class HardwareObjective:
     """The hardware terms of one model on one device. Build with `HardwareObjective.of`. Holds no
     training state: the current integer folding and the learned one live in the `TrainState`.
 
-    net: the cost model's network (layer order = `names`); macs: (L,) MACs per layer; pruned:
-    (L,) bool, the layers whose method is not dense.
+    net: the cost model's network, every node of the model's graph (order = `names`); macs: (L,)
+    MACs per node; pruned: (L,) bool, the layers whose method is not dense.
     """
 
     cfg: ObjectiveConfig
@@ -66,14 +66,13 @@ class HardwareObjective:
         if cfg.hardware.accelerator != "dataflow":
             raise ValueError(f"{source}: 'objective.weight' > 0 needs hardware.accelerator: dataflow "
                              f"(the overlay has no folding to co-optimize)")
-        descriptions = nn.describe(model, in_shape)
-        net = network_of(model, descriptions, cfg.hardware)
+        net = network_of(model, nn.graph_of(model, in_shape), cfg.hardware)
         layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-        pruned = np.array([layers[n].sparsity.method != "dense" for n in net.names])
+        pruned = np.array([n in layers and layers[n].sparsity.method != "dense" for n in net.names])
         if not pruned.any():
             raise ValueError(f"{source}: 'objective': no layer is pruned, so there is nothing for the "
                              f"hardware cost to move")
-        macs = np.array([d.macs for d in descriptions], np.float64)
+        macs = np.array([layer.macs for layer in net.layers], np.float64)
         return cls(cfg.objective, net, device_of(cfg.hardware, source), tuple(net.names), macs, pruned)
 
     # ---------------------------------------------------------------- densities of a model
@@ -86,7 +85,10 @@ class HardwareObjective:
         by_gate = gates
         weight, activation = [], []
         for name in self.names:
-            if name in by_gate:
+            if name not in layers:  # a node without weights
+                weight.append(jnp.float32(1.0))
+                activation.append(jnp.float32(1.0))
+            elif name in by_gate:
                 channel = by_gate[name].channel.mean()
                 weight.append(channel)
                 activation.append(by_gate[name].density / jnp.maximum(channel, 1e-6))

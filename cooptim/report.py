@@ -11,7 +11,7 @@ from cooptim.hardware import hardware_report
 
 
 def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
-    """Per sparse layer (`descriptions` = `nn.describe(model, in_shape)`): shapes, method, pattern,
+    """Per sparse layer (`descriptions`: the weighted nodes of the model's graph): shapes, method, pattern,
     density, MACs and the pattern check. `gates` (`nn.measure_gates`) gives the measured density of
     dynamically gated layers (their weights are dense; their work depends on the input)."""
     rows = []
@@ -47,13 +47,14 @@ def masks_of(model) -> dict[str, np.ndarray]:
 
 def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
                  source: str = "<config>") -> dict:
-    descriptions = nn.describe(model, dataset.image_shape)  # traced once, used by both reports
+    graph = nn.graph_of(model, dataset.image_shape)  # built once, used by both reports
     gates = nn.measure_gates(model, (images for images, _ in
                                      data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    layers = layer_report(model, descriptions, gates)
-    hardware = hardware_report(model, descriptions, cfg, source, gates)
-    for row, cycles in zip(layers, hardware["sparse"]["layer_cycles"]):
-        row["cycles"] = cycles
+    layers = layer_report(model, graph.weighted, gates)
+    hardware = hardware_report(model, graph, cfg, source, gates)
+    cycles = dict(zip(hardware["layer_names"], hardware["sparse"]["layer_cycles"]))
+    for row in layers:
+        row["cycles"] = cycles[row["name"]]
     macs = sum(r["macs"] for r in layers)
     effective = sum(r["effective_macs"] for r in layers)
     params = sum(r["params"] for r in layers)

@@ -86,6 +86,19 @@ class Problem:
     train_labels: np.ndarray
     base_accuracy: float
 
+    def node_density(self, weight, activation, xp=np) -> cm.Density:
+        """The cost model's (nodes,) densities from the searched layers' (L,) ones; the nodes
+        without weights (pools, activations, adds) are dense."""
+        slots = np.array([self.net.names.index(n) for n in self.names])
+        if xp is jnp:
+            full = lambda v: jnp.ones(len(self.net), jnp.float32).at[slots].set(v)
+        else:
+            def full(v):
+                out = np.ones(len(self.net), np.float32)
+                out[slots] = np.asarray(v, np.float32)
+                return out
+        return cm.Density(full(weight), full(activation))
+
 
 def _forward(model, names, images, densities, thresholds, *, soft: bool, sharpness: float = 20.0):
     """Logits and the per-layer activation densities of the model pruned at (densities,
@@ -131,9 +144,9 @@ def build_problem(cfg: SearchConfig, source: Path) -> Problem:
     if not (tcfg.run_dir / "report.json").exists():
         train.run(tcfg, source=str(train_path), force=True)
     tcfg, model, dataset = load_run(tcfg.run_dir, input_thresholds=True)
-    descriptions = nn.describe(model, dataset.image_shape)
-    names = tuple(d.name for d in descriptions)
-    net = cm.Network.build(descriptions, [cm.UnstructuredPattern()] * len(names),
+    graph = nn.graph_of(model, dataset.image_shape)
+    names = tuple(layer.name for layer in graph.weighted)
+    net = cm.Network.build(graph, {n: cm.UnstructuredPattern() for n in names},
                            cm.Precision(tcfg.hardware.data_bits, tcfg.hardware.weight_bits))
     # validation: the first examples of the training split (the test split stays unseen)
     images, labels = dataset.train.get(np.arange(len(dataset.train)))
@@ -151,8 +164,7 @@ def evaluate(problem: Problem, densities, thresholds) -> tuple[dict, cm.Folding]
     d, a = jnp.asarray(densities, jnp.float32), jnp.asarray(thresholds, jnp.float32)
     logits, act = candidate_forward(problem.model, problem.names, jnp.asarray(problem.val[0]), d, a, soft=False)
     accuracy = float((np.asarray(logits).argmax(-1) == problem.val[1]).mean())
-    density = cm.Density(np.asarray(d), np.asarray(act, np.float32))
-    design = cm.dse.greedy(problem.net, density, problem.device)
+    design = cm.dse.greedy(problem.net, problem.node_density(np.asarray(d), np.asarray(act)), problem.device)
     return {"accuracy": accuracy, "throughput": float(design.cost.throughput),
             "weight_density": np.asarray(d).tolist(), "activation_density": np.asarray(act).tolist(),
             "thresholds": np.asarray(a).tolist()}, design.folding
@@ -187,7 +199,8 @@ def gradient_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
         # the weights are an argument, not jit constants (XLA would constant-fold their sorts)
         logits, act = _forward(nnx.merge(graphdef, weights), problem.names, images, d, a, soft=True)
         task = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        cost = cm.dataflow.evaluate(problem.net, folding, cm.Density(d, act), problem.device, temperature=0.05)
+        cost = cm.dataflow.evaluate(problem.net, folding, problem.node_density(d, act, jnp), problem.device,
+                                    temperature=0.05)
         return task - lam * jnp.log(cost.throughput)
 
     @jax.jit
@@ -238,7 +251,7 @@ def run(path: str | Path, modes=("gradient", "random"), budget: int | None = Non
     problem = build_problem(cfg, path)
     floor = problem.base_accuracy - cfg.accuracy_drop / 100
     # the reference: the unpruned network on a dense dataflow design (no sparse engines)
-    dense_net = cm.Network.build(problem.net.layers, [cm.DensePattern()] * len(problem.names), problem.net.precision)
+    dense_net = cm.Network.build(problem.net.graph, None, problem.net.precision)
     dense = float(cm.dse.greedy(dense_net, cm.Density.dense(dense_net), problem.device).cost.throughput)
     results = {"name": cfg.name, "layers": list(problem.names), "base_accuracy": problem.base_accuracy,
                "accuracy_floor": floor, "dense_throughput": dense, "budget": cfg.budget, "modes": {}}

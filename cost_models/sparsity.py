@@ -186,10 +186,17 @@ def binomial_pmf(n, p: jax.Array) -> jax.Array:
                                          for i in k]
     p = jnp.asarray(p)[..., None]
     trials = n[..., None]
-    # p**j (1-p)**(n-j), written with where() so that p = 0 or 1 give exact values and finite grads.
-    pj = jnp.where(j == 0, 1.0, jnp.power(p, j))
-    qj = jnp.where(j >= trials, 1.0, jnp.power(1.0 - p, np.maximum(trials - j, 0)))
-    return jnp.exp(log_comb) * pj * qj
+    # In log space: C(n, j) alone overflows float32 from n ~ 130 (C(144, 72) ~ 1e42), so the
+    # product C(n, j) p^j (1-p)^(n-j) is formed as exp(log C + j log p + (n-j) log(1-p)). The
+    # where()s make p = 0 or 1 exact (0^0 = 1) with finite gradients (the "double where": the log
+    # never sees a zero).
+    q = 1.0 - p
+    log_p = jnp.log(jnp.where(p > 0, p, 1.0))
+    log_q = jnp.log1p(-jnp.where(q > 0, p, 0.0))  # log(1 - p), accurate for small p
+    rest = np.maximum(trials - j, 0)
+    p_term = jnp.where(j == 0, 0.0, jnp.where(p > 0, j * log_p, -jnp.inf))
+    q_term = jnp.where(rest == 0, 0.0, jnp.where(q > 0, rest * log_q, -jnp.inf))
+    return jnp.exp(jnp.asarray(log_comb, log_p.dtype) + p_term + q_term)
 
 
 def soft_ceil(y: jax.Array, max_value: int, temperature: float | None) -> jax.Array:

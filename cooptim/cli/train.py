@@ -60,6 +60,17 @@ def print_report(report: dict, run_dir: Path) -> None:
         f"{report['weight_density']:.3f}   MACs/image {report['macs']:,} -> "
         f"{report['effective_macs']:,.0f} ({report['mac_speedup']:.2f}x fewer)"
     )
+    if hw["accelerator"] == "dataflow":
+        engines = Table(title="dataflow engines, one per graph node (folding: coarse in/out/group, fine)")
+        for col in ("node", "op", "output", "folding", "cycles", "DSP", "BRAM18"):
+            engines.add_column(col, justify="right" if col in ("cycles", "DSP", "BRAM18") else "left")
+        for n in hw["nodes"]:
+            f = n["folding"]
+            name = f"[bold]{n['name']}[/]" if n["name"] == hw["bottleneck_layer"] else n["name"]
+            engines.add_row(name, n["op"], "x".join(map(str, n["out_shape"])),
+                            "/".join(str(f[k]) for k in ("coarse_in", "coarse_out", "coarse_group", "fine")) if f else "",
+                            f"{n['cycles']:,.0f}", f"{n['dsp']:,.0f}", f"{n['bram18']:,.0f}")
+        console.print(engines)
     hw_table = Table(title=f"{hw['accelerator']} accelerator on {hw['device']} @ {hw['clock_mhz']:g} MHz "
                            f"(bottleneck: {hw['bottleneck_layer']})")
     for col in ("", "images/s", "latency (us)", "DSP", "BRAM18", "LUT", "energy/image (uJ)"):

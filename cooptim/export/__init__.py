@@ -63,9 +63,8 @@ def reference_dir() -> Path:
 
 def _hardware(cfg, model, dataset) -> dict:
     """Integer folding and per-layer cost of the trained network on the configured device."""
-    descriptions = nn.describe(model, dataset.image_shape)
     gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    net = network_of(model, descriptions, cfg.hardware)
+    net = network_of(model, nn.graph_of(model, dataset.image_shape), cfg.hardware)
     device = device_of(cfg.hardware)
     result = cm.dse.greedy(net, densities_of(model, net.names, gates), device)
     summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)

@@ -33,13 +33,17 @@ def test_the_cost_gradient_prunes_the_bottleneck_layer_most():
     cycles = np.asarray(cm.dataflow.evaluate(objective.net, folding, objective.concrete_densities(model),
                                              objective.device).layer_cycles)
 
+    # the graph's nodes: the four weighted layers, their activations and pools
+    slots = np.array([objective.names.index(n) for n in ("conv1", "conv2", "conv3", "head")])
+    assert len(objective.names) > 4
+
     def cost(logits):
-        density = jax.nn.sigmoid(logits)
+        density = jnp.ones(len(objective.names)).at[slots].set(jax.nn.sigmoid(logits))
         return objective.terms(cm.Density(density, jnp.ones_like(density)), folding, 1.0, 0.05)["cost"]
 
     grad = np.asarray(jax.grad(cost)(jnp.zeros(4)))
-    # -log throughput falls fastest by pruning the pipeline's bottleneck
-    assert int(np.argmax(grad)) == int(np.argmax(cycles)), (grad, cycles)
+    # -log throughput falls fastest by pruning the slowest of the pruned layers
+    assert int(np.argmax(grad)) == int(np.argmax(cycles[slots])), (grad, cycles)
     assert (grad >= 0).all()
 
 
