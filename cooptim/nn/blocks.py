@@ -22,21 +22,33 @@ from cost_models.graph import INPUT
 
 
 class GraphBuilder:
-    """Collects the nodes of a model's graph while its blocks describe themselves."""
+    """Collects the nodes of a model's graph while its blocks describe themselves, and what
+    computes each node in floating point (`ops`: the sparse layer or the static op; `folded`: the
+    batch norm that follows a conv), for the quantizer."""
 
     def __init__(self, input_shape: tuple[int, ...]):
         self.input_shape = tuple(input_shape)
         self.nodes: list[cm.Node] = []
         self.shapes = {INPUT: self.input_shape}
+        self.ops: dict[str, object] = {}
+        self.folded: dict[str, nnx.BatchNorm] = {}
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.shapes[name]
 
-    def add(self, layer, *inputs: str) -> str:
-        """Appends `layer` reading `inputs`; returns its name (the next node's input)."""
+    def add(self, layer, *inputs: str, op=None) -> str:
+        """Appends `layer` reading `inputs`, computed by `op`; returns its name (the next input)."""
         self.nodes.append(cm.Node(layer, tuple(inputs)))
         self.shapes[layer.name] = cm.graph.out_shape(layer)
+        self.ops[layer.name] = op
         return layer.name
+
+    def fold(self, x: str, norm: nnx.BatchNorm) -> str:
+        """Batch norm after node `x` (a conv): folded into it, no node of its own."""
+        if x in self.folded or not isinstance(self.nodes[-1].layer, cm.Conv2D) or self.nodes[-1].name != x:
+            raise ValueError(f"batch norm after {x!r}: only a batch norm right after a convolution is folded")
+        self.folded[x] = norm
+        return x
 
     def build(self) -> cm.Graph:
         return cm.Graph.build(self.input_shape, self.nodes)
@@ -44,9 +56,14 @@ class GraphBuilder:
 
 def graph_of(model: nnx.Module, in_shape: tuple[int, int, int]) -> cm.Graph:
     """The model's graph for one input of `in_shape` (H, W, C)."""
+    return trace_graph(model, in_shape).build()
+
+
+def trace_graph(model: nnx.Module, in_shape: tuple[int, int, int]) -> GraphBuilder:
+    """The builder after the model described itself: its nodes, ops and folded batch norms."""
     builder = GraphBuilder(in_shape)
     model.graph(builder, INPUT)
-    return builder.build()
+    return builder
 
 
 # ---------------------------------------------------------------- parameter-free ops (static)
@@ -61,7 +78,7 @@ class Activation:
         return jax.nn.relu(x) if self.kind == "relu" else jnp.clip(x, 0.0, 6.0)
 
     def graph(self, g: GraphBuilder, x: str) -> str:
-        return g.add(cm.Elementwise(self.name, g.shape(x), self.kind), x)
+        return g.add(cm.Elementwise(self.name, g.shape(x), self.kind), x, op=self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +100,8 @@ class Pool:
 
     def graph(self, g: GraphBuilder, x: str) -> str:
         p = self.padding
-        return g.add(cm.Pool(self.name, g.shape(x), (self.window,) * 2, (self.stride,) * 2, ((p, p), (p, p)), self.op), x)
+        return g.add(cm.Pool(self.name, g.shape(x), (self.window,) * 2, (self.stride,) * 2, ((p, p), (p, p)), self.op),
+                     x, op=self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +112,7 @@ class GlobalAvgPool:
         return x.mean(axis=(1, 2))
 
     def graph(self, g: GraphBuilder, x: str) -> str:
-        return g.add(cm.GlobalPool(self.name, g.shape(x)), x)
+        return g.add(cm.GlobalPool(self.name, g.shape(x)), x, op=self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +151,7 @@ class Subsample:
 
     def graph(self, g: GraphBuilder, x: str) -> str:
         shape = g.shape(x)
-        return g.add(cm.Subsample(self.name, shape, self.stride, shape[2] + self.pad_channels), x)
+        return g.add(cm.Subsample(self.name, shape, self.stride, shape[2] + self.pad_channels), x, op=self)
 
 
 # ---------------------------------------------------------------- composite blocks
@@ -158,8 +176,7 @@ def _run(module, steps, x):
 def _graph(module, steps, g: GraphBuilder, x: str) -> str:
     for step in steps:
         part = _step(module, step)
-        if not isinstance(part, nnx.BatchNorm):  # folded into the conv before it
-            x = part.graph(g, x)
+        x = g.fold(x, part) if isinstance(part, nnx.BatchNorm) else part.graph(g, x)
     return x
 
 
@@ -196,5 +213,5 @@ class Residual(nnx.Module):
         y = _graph(self, self.body, g, x)
         if self.shortcut is not None:
             s = _graph(self, (self.shortcut,), g, x)
-            y = g.add(cm.Elementwise(f"{self.name}.add", g.shape(y), "add"), y, s)
+            y = g.add(cm.Elementwise(f"{self.name}.add", g.shape(y), "add"), y, s, op=jnp.add)
         return self.after.graph(g, y) if self.after is not None else y

@@ -213,7 +213,7 @@ class SparseLayer(nnx.Module):
 
     def graph(self, g, x: str) -> str:
         """This layer's node in the model's graph (`blocks.GraphBuilder`), reading node `x`."""
-        return g.add(self.description(g.shape(x)), x)
+        return g.add(self.description(g.shape(x)), x, op=self)
 
 
 class SparseConv(SparseLayer):

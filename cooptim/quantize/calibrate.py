@@ -93,6 +93,52 @@ def _quantize_gate(layer, in_format: fp.Format, hw: HardwareConfig) -> Gate:
                 channel_w, channel_frac, channel_bias)
 
 
+def quant_layer(layer, in_format: fp.Format, in_shape: tuple, out_shape: tuple, calibration: np.ndarray,
+                hw: HardwareConfig, *, last: bool, relu: bool, pool=None, pool_size: int = 1,
+                fold: tuple[np.ndarray, np.ndarray] | None = None) -> QuantLayer:
+    """One sparse layer in fixed point, its output format calibrated on `calibration` (the float
+    outputs it must represent). `fold`: a batch norm's (scale, shift) per output channel, folded
+    into the weights and the bias. The last layer keeps acc_bits at the finest common scale."""
+    pattern, params = _pattern_of(layer)
+    w = np.asarray(layer.kernel[...]) * np.asarray(layer.mask())
+    out_channels = w.shape[-1]
+    bias = (np.asarray(layer.bias[...]) if layer.bias is not None else np.zeros(out_channels))
+    if fold is not None:
+        scale, shift = fold
+        w, bias = w * scale, bias * scale + shift
+    w2d = w.reshape(-1, out_channels)
+    if hw.weight_scale == "per_channel":
+        w_frac = fp.per_channel_frac(w2d, hw.weight_bits, axis=-1)
+    else:
+        w_frac = np.full(out_channels, fp.frac_for_range(float(np.abs(w2d).max()), hw.weight_bits))
+    acc_frac = in_format.frac + w_frac
+    if last:
+        out_format = fp.Format(hw.acc_bits, int(acc_frac.min()))
+    else:
+        calibrated = fp.frac_for_range(float(np.abs(calibration).max()), hw.data_bits)
+        out_format = fp.Format(hw.data_bits, min(calibrated, int(acc_frac.min())))
+    if layer.layout.in_axis == 0:  # dense
+        kind, kernel, stride, padding = "dense", (1, 1), (1, 1), ((0, 0), (0, 0))
+        in_shape, out_shape = (int(np.prod(in_shape)),), (out_channels,)
+    else:
+        if layer.groups != 1:
+            raise QuantizationError(f"layer {layer.layer_name!r}: grouped convolutions have no fixed-point "
+                                    f"layout yet")
+        kind, kernel, stride, padding = "conv", tuple(layer.layout.shape[:2]), layer.strides, layer.padding
+    threshold = float(getattr(layer.current_method(), "activation_threshold", 0.0) or 0.0)
+    return QuantLayer(
+        name=layer.layer_name, kind=kind, in_shape=tuple(in_shape), out_shape=tuple(out_shape), kernel=kernel,
+        stride=tuple(stride), padding=tuple(tuple(p) for p in padding), pattern=pattern, params=params,
+        weight=_quantize_columns(w2d, w_frac, hw.weight_bits, hw.rounding), weight_frac=w_frac.astype(np.int64),
+        bias=_round_to_int(bias, acc_frac, hw.rounding), in_format=in_format, out_format=out_format,
+        acc_bits=hw.acc_bits, rounding=hw.rounding, relu=relu, pool=pool, pool_size=pool_size,
+        lengths=(cascade_lengths(np.asarray(layer.mask()), layer.layout, params["chunk"]).astype(np.int64)
+                 if pattern == "csp" else None),
+        gate=_quantize_gate(layer, in_format, hw) if pattern == "dynamic" else None,
+        activation_threshold=int(math.floor(threshold * 2.0 ** in_format.frac)) if threshold > 0 else 0,
+    )
+
+
 def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork:
     """Quantizes a trained sequential model to `hw`'s fixed-point formats, calibrated on `images`
     ((N, H, W, C) float32, normalized as in training).
@@ -112,47 +158,12 @@ def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork
     layers, in_shape = [], tuple(images.shape[1:])
     for i, stage in enumerate(stages):
         layer, last = stage.layer, i == len(stages) - 1
-        pattern, params = _pattern_of(layer)
-        w = np.asarray(layer.kernel[...]) * np.asarray(layer.mask())
-        out_channels = w.shape[-1]
-        w2d = w.reshape(-1, out_channels)
-        if hw.weight_scale == "per_channel":
-            w_frac = fp.per_channel_frac(w2d, hw.weight_bits, axis=-1)
-        else:
-            w_frac = np.full(out_channels, fp.frac_for_range(float(np.abs(w2d).max()), hw.weight_bits))
-        acc_frac = in_format.frac + w_frac
-        bias = (np.asarray(layer.bias[...]) if layer.bias is not None else np.zeros(out_channels))
-        if last:
-            out_format = fp.Format(hw.acc_bits, int(acc_frac.min()))
-        else:
-            calibrated = fp.frac_for_range(float(np.abs(outputs[i]).max()), hw.data_bits)
-            out_format = data(min(calibrated, int(acc_frac.min())))
-        if layer.layout.in_axis == 0:  # dense
-            kind, kernel, stride, padding = "dense", (1, 1), (1, 1), ((0, 0), (0, 0))
-            in_shape = (int(np.prod(in_shape)),)
-            out_shape = (out_channels,)
-        else:
-            if layer.groups != 1:
-                raise QuantizationError(f"layer {layer.layer_name!r}: grouped convolutions have no fixed-point "
-                                        f"layout yet")
-            kind, kernel, stride, padding = "conv", tuple(layer.layout.shape[:2]), layer.strides, layer.padding
-            out_shape = tuple(outputs[i].shape[1:])
         if stage.pool == "avg" and stage.pool_size & (stage.pool_size - 1):
             raise QuantizationError(f"layer {layer.layer_name!r}: average pooling over {stage.pool_size}x"
                                     f"{stage.pool_size} is not a shift (windows of 2**k elements only)")
-        threshold = float(getattr(layer.current_method(), "activation_threshold", 0.0) or 0.0)
-        layers.append(QuantLayer(
-            name=layer.layer_name, kind=kind, in_shape=tuple(in_shape), out_shape=out_shape, kernel=kernel,
-            stride=tuple(stride), padding=tuple(tuple(p) for p in padding), pattern=pattern, params=params,
-            weight=_quantize_columns(w2d, w_frac, hw.weight_bits, hw.rounding), weight_frac=w_frac.astype(np.int64),
-            bias=_round_to_int(bias, acc_frac, hw.rounding), in_format=in_format, out_format=out_format,
-            acc_bits=hw.acc_bits, rounding=hw.rounding, relu=stage.relu, pool=stage.pool, pool_size=stage.pool_size,
-            lengths=(cascade_lengths(np.asarray(layer.mask()), layer.layout, params["chunk"]).astype(np.int64)
-                     if pattern == "csp" else None),
-            gate=_quantize_gate(layer, in_format, hw) if pattern == "dynamic" else None,
-            activation_threshold=int(math.floor(threshold * 2.0 ** in_format.frac)) if threshold > 0 else 0,
-        ))
-        in_format, in_shape = out_format, layers[-1].final_shape
+        layers.append(quant_layer(layer, in_format, in_shape, tuple(outputs[i].shape[1:]), outputs[i], hw,
+                                  last=last, relu=stage.relu, pool=stage.pool, pool_size=stage.pool_size))
+        in_format, in_shape = layers[-1].out_format, layers[-1].final_shape
     net = QuantizedNetwork(tuple(layers), tuple(images.shape[1:]))
     check_accumulators(net, images)
     return net
