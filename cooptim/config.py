@@ -53,9 +53,9 @@ class DataConfig:
 @dataclass(frozen=True, config=STRICT)
 class ModelConfig:
     """The network. `width` is the channel count of the first stage (None: the model's own:
-    digits_cnn 16, resnet20/56 16, resnet18/50 64, mobilenet_v2 32, vgg16 64)."""
+    digits_cnn 16, resnet8/20/56 16, resnet18/50 64, mobilenet_v2 32, vgg16 64)."""
 
-    name: Literal["digits_cnn", "resnet20", "resnet56", "resnet18", "resnet50", "mobilenet_v2",
+    name: Literal["digits_cnn", "resnet8", "resnet20", "resnet56", "resnet18", "resnet50", "mobilenet_v2",
                   "vgg16"] = "digits_cnn"
     width: Optional[PositiveInt] = None
 

@@ -96,11 +96,16 @@ class CifarResNet(Chain):
                       GlobalAvgPool(), "head")
 
 
+def resnet8(in_shape, num_classes, sparsity_for, *, width=16, rngs):
+    """ResNet-8: one basic block per stage, small enough for the 8x8 digits."""
+    return CifarResNet(in_shape, num_classes, sparsity_for, blocks_per_stage=1, width=width, rngs=rngs)
+
+
 def resnet20(in_shape, num_classes, sparsity_for, *, width=16, rngs):
     return CifarResNet(in_shape, num_classes, sparsity_for, blocks_per_stage=3, width=width, rngs=rngs)
 
 
-MODELS = {"digits_cnn": DigitsCNN, "resnet20": resnet20}
+MODELS = {"digits_cnn": DigitsCNN, "resnet8": resnet8, "resnet20": resnet20}
 
 
 def resnet56(in_shape, num_classes, sparsity_for, *, width=16, rngs):

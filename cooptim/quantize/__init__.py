@@ -1,7 +1,9 @@
 """Post-training quantization to the hardware's fixed-point formats, and the integer forward pass.
 
-A trained sequential model (one with `stages()`, see `cooptim.nn.models.Stage`) becomes a
-`QuantizedNetwork`: plain NumPy integers and formats, the same data the exporter writes and the C++
+Any trained model becomes a `QuantizedGraph` over its graph (`graph.py`: batch norm folded,
+residual adds, pools, global pooling; what `emulate` runs). A sequential model (one with
+`stages()`, see `cooptim.nn.models.Stage`) also becomes a `QuantizedNetwork` (bit for bit the
+same integers, tested): plain NumPy integers and formats, the data the exporter writes and the C++
 reference reads. Every scale is a power of two (`kernels.fixed_point.Format`: q * 2**-frac).
 
 Per layer, with the formats of `hardware` (data_bits, weight_bits, acc_bits, weight_scale, rounding):
@@ -27,8 +29,9 @@ times its int8 weights plus bias x H x W is > 0 (the float model's mean, scaled 
 """
 
 from cooptim.quantize.calibrate import accumulator_bits_needed, calibrate, check_accumulators, float_stages
+from cooptim.quantize.graph import QuantizedGraph, QuantNode, calibrate_graph
 from cooptim.quantize.network import (PATTERNS, Gate, QuantizationError, QuantizedNetwork, QuantLayer,
                                       gates_of, layer_forward)
 
-__all__ = ["PATTERNS", "Gate", "QuantLayer", "QuantizationError", "QuantizedNetwork", "accumulator_bits_needed",
+__all__ = ["PATTERNS", "Gate", "QuantLayer", "QuantNode", "QuantizedGraph", "calibrate_graph", "QuantizationError", "QuantizedNetwork", "accumulator_bits_needed",
            "calibrate", "check_accumulators", "float_stages", "gates_of", "layer_forward"]

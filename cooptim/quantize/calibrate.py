@@ -148,9 +148,9 @@ def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork
     """
     _check_formats(hw)
     if not hasattr(model, "stages"):
-        raise QuantizationError(f"the model ({type(model).__name__}) is not sequential: fixed-point emulation and "
-                                f"export take models with stages() (digits_cnn, vgg16); residual networks are "
-                                f"not supported yet")
+        raise QuantizationError(f"the model ({type(model).__name__}) is not sequential: export takes models with "
+                                f"stages() (digits_cnn, vgg16); residual networks emulate (python -m "
+                                f"cooptim.emulate RUN) but have no exporter yet")
     stages = model.stages()
     outputs = float_stages(stages, images)
     data = lambda frac: fp.Format(hw.data_bits, frac)

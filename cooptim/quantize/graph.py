@@ -22,6 +22,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import cost_models as cm
 from cooptim.config import HardwareConfig
@@ -139,9 +140,15 @@ def _bn_fold(norm) -> tuple[np.ndarray, np.ndarray]:
     return scale, np.asarray(norm.bias[...]) - np.asarray(norm.mean[...]) * scale
 
 
+@nnx.jit
+def _layer_call(layer, x):
+    return layer(x)
+
+
 def float_nodes(builder, graph: cm.Graph, images: np.ndarray) -> dict[str, np.ndarray]:
     """The float model run node by node over the graph (batch norm in inference mode, folded
-    into its conv): {node: output}, a dense node's input flattened."""
+    into its conv): {node: output}, a dense node's input flattened. Each sparse layer runs
+    compiled (one program per layer, not one per operation)."""
     values = {INPUT: jnp.asarray(images)}
     for node in graph.nodes:
         inputs = [values[i] for i in node.inputs]
@@ -150,7 +157,7 @@ def float_nodes(builder, graph: cm.Graph, images: np.ndarray) -> dict[str, np.nd
             y = inputs[0]
         elif isinstance(op, SparseLayer):
             x = inputs[0]
-            y = op(x.reshape(x.shape[0], -1) if isinstance(node.layer, cm.Dense) else x)
+            y = _layer_call(op, x.reshape(x.shape[0], -1) if isinstance(node.layer, cm.Dense) else x)
             if node.name in builder.folded:
                 scale, shift = _bn_fold(builder.folded[node.name])
                 y = y * scale + shift
@@ -182,6 +189,10 @@ def calibrate_graph(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedG
     _check_formats(hw)
     builder = trace_graph(model, tuple(images.shape[1:]))
     graph = builder.build()
+    for layer in graph.layers:  # before any work
+        if isinstance(layer, cm.Conv2D) and layer.groups != 1:
+            raise QuantizationError(f"node {layer.name!r}: grouped and depthwise convolutions have no fixed-point "
+                                    f"layout yet")
     floats = float_nodes(builder, graph, images)
     readers = {name: graph.readers(name) for name in graph.names}
     data = lambda frac: fp.Format(hw.data_bits, frac)

@@ -115,7 +115,7 @@ def test_resume_after_kill_ends_at_the_same_step_count(tmp_path):
     cfg_path = tmp_path / "kill.yaml"
     raw = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
     raw.update(name="kill", output_dir=str(tmp_path))
-    raw["train"] = {"steps": 600, "checkpoint_every": 50, "eval_every": 1000}
+    raw["train"] = {"steps": 200, "checkpoint_every": 50, "eval_every": 1000}
     cfg_path.write_text(yaml.safe_dump(raw))
     cmd = [sys.executable, "-m", "cooptim.train", "--config", str(cfg_path), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -131,10 +131,10 @@ def test_resume_after_kill_ends_at_the_same_step_count(tmp_path):
     done = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "kill" / "report.json").read_text())
-    assert report["steps"] == 600
+    assert report["steps"] == 200
     logged = [json.loads(l) for l in (tmp_path / "kill" / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in logged if "loss" in r]
-    assert train_steps == list(range(10, 610, 10))  # every step logged once, none lost
+    assert train_steps == list(range(10, 210, 10))  # every step logged once, none lost
 
 
 def test_existing_run_folder_is_not_overwritten_without_force(trained, tmp_path):
