@@ -112,19 +112,29 @@ class BalancedGroupPattern:
 @dataclasses.dataclass(frozen=True)
 class CSPPattern:
     """CSP (Hanson et al., ISCA 2022): each weight row keeps a prefix of its `chunks` output-channel
-    chunks; stored as kept values in order plus one length counter per row (no indices)."""
+    chunks; stored as kept values in order plus one length counter per row (no indices).
+    `kept`: the fraction of weights kept (the cascades' total length), its work fraction."""
 
     chunks: int
+    kept: float = 1.0
     kind: Literal["csp"] = "csp"
     work_kind = STRUCTURED
     index_bits_per_value = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.kept <= 1.0:
+            raise ValueError(f"CSPPattern.kept must be in (0, 1], got {self.kept}")
+
+    @property
+    def work_fraction(self) -> float:
+        return self.kept
 
     @property
     def counter_bits(self) -> int:
         return _index_bits(self.chunks + 1)
 
     def describe(self) -> str:
-        return f"CSP cascade, {self.chunks} chunks"
+        return f"CSP cascade, {self.chunks} chunks, {self.kept:.0%} kept"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,14 +26,20 @@ def _check_formats(hw: HardwareConfig) -> None:
                                     f"products) takes at most 8 bits")
 
 
+@nnx.jit
+def _layer_call(layer, x):
+    return layer(x)
+
+
 def float_stages(stages, x) -> list[np.ndarray]:
-    """The float model run stage by stage: each stage's output after ReLU and before pooling."""
+    """The float model run stage by stage: each stage's output after ReLU and before pooling
+    (each layer compiled, not run operation by operation)."""
     pools = {"avg": nnx.avg_pool, "max": nnx.max_pool}
     outputs = []
     for stage in stages:
         if stage.layer.layout.in_axis == 0 and x.ndim > 2:  # a dense layer after a conv
             x = x.reshape(x.shape[0], -1)
-        y = stage.layer(x)
+        y = _layer_call(stage.layer, x)
         if stage.relu:
             y = jax.nn.relu(y)
         outputs.append(np.asarray(y))

@@ -22,13 +22,12 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 import cost_models as cm
 from cooptim.config import HardwareConfig
 from cooptim.nn.blocks import trace_graph
 from cooptim.nn.layers import SparseLayer
-from cooptim.quantize.calibrate import _check_formats, quant_layer
+from cooptim.quantize.calibrate import _check_formats, _layer_call, quant_layer
 from cooptim.quantize.network import QuantizationError, QuantLayer, layer_forward
 from cost_models.graph import INPUT
 from kernels import fixed_point as fp
@@ -138,11 +137,6 @@ def _bn_fold(norm) -> tuple[np.ndarray, np.ndarray]:
     """A batch norm (inference statistics) as (scale, shift) per channel."""
     scale = np.asarray(norm.scale[...]) / np.sqrt(np.asarray(norm.var[...]) + norm.epsilon)
     return scale, np.asarray(norm.bias[...]) - np.asarray(norm.mean[...]) * scale
-
-
-@nnx.jit
-def _layer_call(layer, x):
-    return layer(x)
 
 
 def float_nodes(builder, graph: cm.Graph, images: np.ndarray) -> dict[str, np.ndarray]:

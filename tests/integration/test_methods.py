@@ -123,29 +123,6 @@ def test_dynamic_masks_follow_the_input_and_meet_the_target(tmp_path):
     assert report["hardware"]["speedup"] > 1.5
 
 
-def test_dynamic_kernel_path_matches_the_masked_conv():
-    import jax
-    from flax import nnx
-
-    from cooptim.nn import build_model
-
-    def model(kernel):
-        cfg = config.from_dict({"name": "x", "sparsity": {
-            "default": {"method": "dynamic", "channel_group": 4, "gate_bias": 0.0, "kernel": kernel},
-            "layers": {"conv1": {"method": "dense"}, "head": {"method": "dense"}}}})
-        return build_model(cfg, (8, 8, 1), 10)
-
-    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
-    reference, through_kernel = model(False), model(True)
-    np.testing.assert_allclose(reference(x), through_kernel(x), rtol=1e-5, atol=1e-5)
-    loss = lambda m: (m(x) ** 2).sum()
-    g_ref, g_kernel = nnx.grad(loss)(reference), nnx.grad(loss)(through_kernel)
-    for a, b in zip(jax.tree.leaves(nnx.state(g_ref)), jax.tree.leaves(nnx.state(g_kernel))):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # the gates get a gradient (straight-through), so the target loss can train them
-    assert float(jnp.abs(g_ref.conv2.gates.spatial_kernel[...]).sum()) > 0
-
-
 def test_dynamic_rejects_layers_it_cannot_gate():
     from cooptim.nn import build_model
 

@@ -222,3 +222,16 @@ def test_log_space_folding_helpers():
     assert float(relax.folding_from_log(jnp.log(100.0), 1, 8)) == 8.0  # clipped to the layer's range
     assert relax.nearest_divisor(5.0, 64) == 4 and relax.nearest_divisor(6.0, 64) == 8  # log-nearest
     assert relax.nearest_divisor(2.9, 9) == 3 and relax.nearest_divisor(0.5, 9) == 1
+
+
+def test_a_csp_layer_works_and_stores_its_kept_fraction():
+    dense_net = one_conv()
+    csp_net = df.Network.build(dense_net.layers, [sp.CSPPattern(chunks=4, kept=0.375)])
+    assert float(df.Density.from_patterns(csp_net).weight[0]) == 0.375
+    folding = df.Folding.of(dense_net, coarse_in={"conv": 2}, fine={"conv": 3})
+    dense = df.evaluate(dense_net, folding, df.Density.from_patterns(dense_net), U250)
+    csp = df.evaluate(csp_net, folding, df.Density.from_patterns(csp_net), U250)
+    assert float(csp.layer_cycles[0]) == pytest.approx(0.375 * float(dense.layer_cycles[0]))
+    assert float(csp.effective_macs) == pytest.approx(0.375 * float(dense.effective_macs))
+    with pytest.raises(ValueError, match="kept must be in"):
+        sp.CSPPattern(chunks=4, kept=0.0)

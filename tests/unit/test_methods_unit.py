@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cooptim.nn import SparseDense
+from cooptim import config
+from cooptim.nn import SparseDense, build_model
 from cooptim.sparsity import BDWP, METHODS, SparsityMethod, Unstructured
 
 
@@ -53,3 +54,22 @@ def test_every_registered_method_is_a_sparsity_method_with_a_pattern():
         assert issubclass(cls, SparsityMethod), name
     for method in (BDWP(), Unstructured(weight_density=0.5)):
         assert method.pattern() is not None
+
+
+def test_dynamic_kernel_path_matches_the_masked_conv():
+    def model(kernel):
+        cfg = config.from_dict({"name": "x", "sparsity": {
+            "default": {"method": "dynamic", "channel_group": 4, "gate_bias": 0.0, "kernel": kernel},
+            "layers": {"conv1": {"method": "dense"}, "head": {"method": "dense"}}}})
+        return build_model(cfg, (8, 8, 1), 10)
+
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+    reference, through_kernel = model(False), model(True)
+    forward = nnx.jit(lambda m: m(x))
+    np.testing.assert_allclose(forward(reference), forward(through_kernel), rtol=1e-5, atol=1e-5)
+    grad = nnx.jit(nnx.grad(lambda m: (m(x) ** 2).sum()))
+    g_ref, g_kernel = grad(reference), grad(through_kernel)
+    for a, b in zip(jax.tree.leaves(nnx.state(g_ref)), jax.tree.leaves(nnx.state(g_kernel))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # the gates get a gradient (straight-through), so the target loss can train them
+    assert float(jnp.abs(g_ref.conv2.gates.spatial_kernel[...]).sum()) > 0

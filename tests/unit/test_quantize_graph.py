@@ -13,7 +13,7 @@ from cooptim import quantize as q
 from cooptim.quantize.graph import GLOBAL_POOL_SHIFT, QuantNode, calibrate_graph, node_forward
 from kernels import fixed_point as fp
 
-RNG = np.random.default_rng(0)
+RNG = np.random.default_rng(0)  # for the by-hand tests; the network tests seed their own
 
 
 def model_of(name, shape, classes, width, sparsity=None):
@@ -24,15 +24,15 @@ def model_of(name, shape, classes, width, sparsity=None):
     return cfg, model
 
 
-def randomize_batch_norms(model):
+def randomize_batch_norms(model, rng):
     """Untrained batch norms are the identity: give them statistics to fold."""
     for _, node in nnx.iter_graph(model):
         if isinstance(node, nnx.BatchNorm):
             c = node.mean[...].shape[0]
-            node.mean[...] = jnp.asarray(RNG.normal(0, 0.1, c), jnp.float32)
-            node.var[...] = jnp.asarray(RNG.uniform(0.5, 2.0, c), jnp.float32)
-            node.scale[...] = jnp.asarray(RNG.uniform(0.5, 1.5, c), jnp.float32)
-            node.bias[...] = jnp.asarray(RNG.normal(0, 0.1, c), jnp.float32)
+            node.mean[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
+            node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)
+            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
+            node.bias[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
 
 
 @pytest.mark.parametrize("method", ["dense", "nm"])
@@ -40,7 +40,7 @@ def test_the_sequential_cnn_quantizes_bit_for_bit_as_the_stage_path(method):
     sparsity = {"default": {"method": "dense"}, "layers": {"conv2": {"method": method} if method == "dense"
                                                            else {"method": "nm", "n": 2, "m": 4}}}
     cfg, model = model_of("digits_cnn", (8, 8, 1), 10, 8, sparsity)
-    images = RNG.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    images = np.random.default_rng(1).normal(size=(32, 8, 8, 1)).astype(np.float32)
     stages = q.calibrate(model, images, cfg.hardware)
     graph = calibrate_graph(model, images, cfg.hardware)
     assert [l.name for l in graph.layers] == [l.name for l in stages.layers]
@@ -56,9 +56,10 @@ def test_the_sequential_cnn_quantizes_bit_for_bit_as_the_stage_path(method):
 def test_a_residual_network_in_integers_follows_its_float_model(name, width):
     cfg, model = model_of(name, (16, 16, 3), 10, width,
                           {"default": {"method": "dense"}} if name != "mobilenet_v2" else None)
-    randomize_batch_norms(model)
+    rng = np.random.default_rng(0)  # its own seed: the same data whatever ran before on this worker
+    randomize_batch_norms(model, rng)
     model.eval()
-    images = RNG.normal(size=(64, 16, 16, 3)).astype(np.float32)
+    images = rng.normal(size=(64, 16, 16, 3)).astype(np.float32)
     if name == "mobilenet_v2":  # grouped (depthwise) convs have no fixed-point layout yet: one clear error
         with pytest.raises(q.QuantizationError, match="'block1.0.depthwise': grouped and depthwise"):
             calibrate_graph(model, images, cfg.hardware)
@@ -70,10 +71,12 @@ def test_a_residual_network_in_integers_follows_its_float_model(name, width):
     logits_float = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
     head = net.nodes[-1].layer
     scaled = logits_int * 2.0 ** -head.out_format.frac
-    # 8-bit data and weights through ~20 layers of random weights: within a few percent of the logits' range
+    # 8-bit data and weights through ~20 layers of random weights (measured with this seed: max error
+    # 9.6% / 8.7% of the logits' range, argmax agreement 100% / 89% for resnet20 / resnet18; seeds 1-3
+    # give 4-12% and 78-100%: random logits lie close together, so argmax is a weak check)
     error = np.abs(scaled - logits_float).max() / np.abs(logits_float).max()
     assert error < 0.15, error
-    assert (logits_int.argmax(1) == logits_float.argmax(1)).mean() > 0.6
+    assert (logits_int.argmax(1) == logits_float.argmax(1)).mean() > 0.8
 
 
 def test_a_residual_add_aligns_formats_and_saturates():
