@@ -113,24 +113,6 @@ def test_zoo_sizes_match_the_published_numbers(name, shape, classes, macs, param
     assert abs(counted / params - 1) < 0.02
 
 
-@pytest.mark.parametrize("name", [z[0] for z in ZOO])
-def test_zoo_forward_pass_with_a_sparsity_method(name):
-    """Each model runs forward with 2:4 everywhere it divides (first conv and depthwise dense)."""
-    dense = {"method": "dense"}
-    overrides = {"conv1" if name == "vgg16" else "stem": dense}
-    if name == "mobilenet_v2":
-        overrides["*depthwise"] = dense  # one input channel per group: nothing to prune N:M
-    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {
-        "default": {"method": "nm", "n": 2, "m": 4}, "layers": overrides}})
-    shape = (32, 32, 3)
-    model = build_model(cfg, shape, 7, abstract=True)
-    # traced, not compiled: every layer's mask and matmul runs through JAX's tracer (a wrong shape or
-    # a method that cannot trace fails here); compiling 50-layer models would take most of the suite
-    out = nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
-    assert out.shape == (1, 7)
-    assert any(layer.sparsity.method == "nm" for _, layer in sparse_layers(model))
-
-
 def test_nm_mask_interval_keeps_the_stored_mask_until_it_is_due():
     from cooptim.nn import refresh_masks
 
@@ -163,17 +145,28 @@ MERGES = {"resnet20": 9, "resnet56": 27, "resnet18": 8, "resnet50": 16, "mobilen
 
 
 @pytest.mark.parametrize("name", [z[0] for z in ZOO])
-def test_the_graph_is_what_the_forward_pass_computes(name):
-    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {"default": {"method": "dense"}}})
+def test_the_zoo_runs_forward_with_a_sparsity_method_and_its_graph_is_what_it_computes(name):
+    """Each model runs forward with 2:4 everywhere it divides (first conv and depthwise dense), and
+    its graph (`graph_of`) has the shapes, merges and forks of that forward pass."""
+    dense = {"method": "dense"}
+    overrides = {"conv1" if name == "vgg16" else "stem": dense}
+    if name == "mobilenet_v2":
+        overrides["*depthwise"] = dense  # one input channel per group: nothing to prune N:M
+    cfg = config.from_dict({"name": "z", "model": {"name": name}, "sparsity": {
+        "default": {"method": "nm", "n": 2, "m": 4}, "layers": overrides}})
     shape = (32, 32, 3)
     model = build_model(cfg, shape, 7, abstract=True)
+    assert any(layer.sparsity.method == "nm" for _, layer in sparse_layers(model))
+    # traced, not compiled: every layer's mask and matmul runs through JAX's tracer (a wrong shape or
+    # a method that cannot trace fails here); compiling 50-layer models would take most of the suite
+    out, traced = nnx.eval_shape(lambda m, x: capture(m, x, LayerInput), model,
+                                 jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+    assert out.shape == (1, 7)
     graph = graph_of(model, shape)
     # every weighted node reads and writes the shapes the traced forward pass gives its layer
-    traced = nnx.eval_shape(lambda m, x: capture(m, x, LayerInput)[1][LayerInput], model,
-                            jax.ShapeDtypeStruct((1, *shape), jnp.float32))
     weighted = {layer.name: layer for layer in graph.weighted}
-    assert sorted(weighted) == sorted(traced)
-    for layer_name, (x, y) in traced.items():
+    assert sorted(weighted) == sorted(traced[LayerInput])
+    for layer_name, (x, y) in traced[LayerInput].items():
         layer = weighted[layer_name]
         expected_in = (layer.in_features,) if isinstance(layer, cost_models.Dense) else layer.in_shape
         assert tuple(x.shape[1:]) == tuple(expected_in), layer_name

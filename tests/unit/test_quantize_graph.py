@@ -1,12 +1,9 @@
-"""Quantization over the model's graph on untrained models (random weights, no training run):
-the sequential CNN bit for bit as the stage-by-stage path, residual networks (batch norm folded,
-residual adds, global pooling, option-A shortcuts) close to their float model, and the integer
-ops against NumPy by hand."""
+"""Quantization over the model's graph on untrained models (random weights, no training run): the
+sequential CNN bit for bit as the stage-by-stage path, and the integer ops against NumPy by hand
+(whole residual networks: tests/integration/test_quantize_networks.py)."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from cooptim import config, nn
 from cooptim import quantize as q
@@ -22,17 +19,6 @@ def model_of(name, shape, classes, width, sparsity=None):
                             "hardware": {"data_bits": 8, "weight_bits": 8}})
     model = nn.build_model(cfg, shape, classes)
     return cfg, model
-
-
-def randomize_batch_norms(model, rng):
-    """Untrained batch norms are the identity: give them statistics to fold."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.BatchNorm):
-            c = node.mean[...].shape[0]
-            node.mean[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
-            node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)
-            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
-            node.bias[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
 
 
 @pytest.mark.parametrize("method", ["dense", "nm"])
@@ -52,31 +38,13 @@ def test_the_sequential_cnn_quantizes_bit_for_bit_as_the_stage_path(method):
     np.testing.assert_array_equal(graph.forward(x)[0], stages.forward(x)[0])
 
 
-@pytest.mark.parametrize("name, width", [("resnet20", 4), ("resnet18", 4), ("mobilenet_v2", 4)])
-def test_a_residual_network_in_integers_follows_its_float_model(name, width):
-    cfg, model = model_of(name, (16, 16, 3), 10, width,
-                          {"default": {"method": "dense"}} if name != "mobilenet_v2" else None)
-    rng = np.random.default_rng(0)  # its own seed: the same data whatever ran before on this worker
-    randomize_batch_norms(model, rng)
-    model.eval()
-    images = rng.normal(size=(64, 16, 16, 3)).astype(np.float32)
-    if name == "mobilenet_v2":  # grouped (depthwise) convs have no fixed-point layout yet: one clear error
-        with pytest.raises(q.QuantizationError, match="'block1.0.depthwise': grouped and depthwise"):
-            calibrate_graph(model, images, cfg.hardware)
-        return
-    net = calibrate_graph(model, images, cfg.hardware)
-    ops = {n.op for n in net.nodes}
-    assert {"add", "split", "global_pool", "fused_relu"} <= ops
-    logits_int, trace = net.forward(net.quantize_input(images))
-    logits_float = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
-    head = net.nodes[-1].layer
-    scaled = logits_int * 2.0 ** -head.out_format.frac
-    # 8-bit data and weights through ~20 layers of random weights (measured with this seed: max error
-    # 9.6% / 8.7% of the logits' range, argmax agreement 100% / 89% for resnet20 / resnet18; seeds 1-3
-    # give 4-12% and 78-100%: random logits lie close together, so argmax is a weak check)
-    error = np.abs(scaled - logits_float).max() / np.abs(logits_float).max()
-    assert error < 0.15, error
-    assert (logits_int.argmax(1) == logits_float.argmax(1)).mean() > 0.8
+def test_a_depthwise_conv_is_refused_before_any_work():
+    cfg = config.from_dict({"name": "q", "model": {"name": "mobilenet_v2", "width": 4},
+                            "sparsity": {"default": {"method": "dense"}},
+                            "hardware": {"data_bits": 8, "weight_bits": 8}})
+    model = nn.build_model(cfg, (16, 16, 3), 10, abstract=True)  # shapes only: nothing is computed
+    with pytest.raises(q.QuantizationError, match="'block1.0.depthwise': grouped and depthwise"):
+        calibrate_graph(model, np.zeros((2, 16, 16, 3), np.float32), cfg.hardware)
 
 
 def test_a_residual_add_aligns_formats_and_saturates():
