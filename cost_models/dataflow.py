@@ -222,6 +222,8 @@ class Cost(NamedTuple):
     effective_macs: jax.Array  # expected MACs per image after sparsity
     utilisation: dict  # {'dsp','bram18','lut','ff','bandwidth'}: used / available; 'bram18'
     # is against BRAM18 + 16 x URAM (UltraRAM counted in BRAM18 equivalents)
+    layer_lut: jax.Array
+    layer_ff: jax.Array
 
 
 @functools.lru_cache(maxsize=256)
@@ -427,7 +429,7 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
         "bandwidth": bandwidth_gbps / device.bandwidth_gbps,
     }
     return Cost(layer_cycles, interval, throughput, latency, layer_dsp, layer_bram, dsp, bram, lut,
-                ff, bandwidth_gbps, energy_j, effective_macs, utilisation)
+                ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer_lut, layer_ff)
 
 
 def _concrete(x) -> np.ndarray | None:
