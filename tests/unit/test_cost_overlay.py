@@ -64,7 +64,7 @@ def test_grad_and_vmap_over_density():
                            [sp.NMPattern(2, 4), sp.DynamicPattern()])
     f = lambda dw: overlay.evaluate(net, overlay.Engine(8, 8), df.Density(dw, jnp.array([1.0, 0.5])),
                                     ZCU102, temperature=0.05).cycles
-    g = jax.grad(f)(jnp.array([0.5, 0.5]))
+    g = jax.jit(jax.grad(f))(jnp.array([0.5, 0.5]))
     assert g.shape == (2,) and bool(jnp.all(g > 0))
     batch = jax.jit(jax.vmap(f))(jnp.linspace(0.2, 1.0, 5)[:, None] * jnp.ones(2))
     assert batch.shape == (5,) and bool(jnp.all(jnp.diff(batch) > 0))
