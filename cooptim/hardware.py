@@ -106,7 +106,7 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
     sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
     bottleneck = int(np.argmax(sparse["layer_cycles"]))
-    nodes = [{"name": node.name, "op": _op_name(node.layer), "inputs": list(node.inputs),
+    nodes = [{"name": node.name, "op": cm.graph.op_name(node.layer), "inputs": list(node.inputs),
               "out_shape": list(cm.graph.out_shape(node.layer)), "cycles": sparse["layer_cycles"][i],
               "dsp": sparse["layer_dsp"][i], "bram18": sparse.get("layer_bram18", [0.0] * len(graph))[i],
               "folding": (sparse["folding"] or {}).get(node.name)}
@@ -124,13 +124,3 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
         "nodes": nodes,
         "skip_buffers": {merge: {"edge_from": src, "words": words} for merge, (src, words) in skip.items()},
     }
-
-
-def _op_name(layer) -> str:
-    """A node's op for reports: conv, dense, max_pool, avg_pool, global_pool, relu, add, split, subsample."""
-    if isinstance(layer, cm.Pool):
-        return f"{layer.op}_pool"
-    if isinstance(layer, cm.Elementwise):
-        return layer.op
-    return {"Conv2D": "conv", "Dense": "dense", "GlobalPool": "global_pool", "Split": "split",
-            "Subsample": "subsample"}[type(layer).__name__]

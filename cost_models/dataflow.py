@@ -115,14 +115,7 @@ class Network:
         """`layers`: a `Graph`, or a list taken as a pipeline in that order (shapes unchecked, so
         that a list of only the compute layers still works). `patterns`: one per node, or
         {node name: pattern} (nodes not named are dense)."""
-        if not isinstance(layers, Graph):
-            layers = tuple(layers)
-            if not layers:
-                raise CostModelError("a network needs at least one layer")
-            names = [l.name for l in layers]
-            if len(set(names)) != len(names):
-                raise CostModelError(f"layer names must be unique: {names}")
-        try:
+        try:  # a list: checked by Graph.build too (names unique, at least one layer)
             graph = layers if isinstance(layers, Graph) else Graph.chain(layers, check_shapes=False)
         except GraphError as e:
             raise CostModelError(str(e)) from None

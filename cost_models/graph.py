@@ -25,7 +25,7 @@ import math
 from collections import defaultdict
 from typing import Sequence
 
-from cost_models.layers import Conv2D, Dense, Elementwise, GlobalPool, Layer, Pool, Split
+from cost_models.layers import Conv2D, Dense, Elementwise, GlobalPool, Layer, Pool, Split, Subsample
 
 INPUT = "input"
 
@@ -44,6 +44,17 @@ class Node:
     @property
     def name(self) -> str:
         return self.layer.name
+
+
+def op_name(layer: Layer) -> str:
+    """A node's op, for reports and the quantizer: conv, dense, max_pool, avg_pool, global_pool,
+    subsample, split, or an element-wise op's own name (relu, relu6, add)."""
+    if isinstance(layer, Pool):
+        return f"{layer.op}_pool"
+    if isinstance(layer, Elementwise):
+        return layer.op
+    return {Conv2D: "conv", Dense: "dense", GlobalPool: "global_pool", Split: "split",
+            Subsample: "subsample"}[type(layer)]
 
 
 def out_shape(layer: Layer) -> tuple[int, ...]:

@@ -166,14 +166,10 @@ def float_nodes(builder, graph: cm.Graph, images: np.ndarray) -> dict[str, np.nd
 
 
 def _op(layer) -> str:
-    if isinstance(layer, cm.Pool):
-        return f"{layer.op}_pool"
-    if isinstance(layer, cm.Elementwise):
-        if layer.op not in ("relu", "relu6", "add"):
-            raise QuantizationError(f"node {layer.name!r}: no fixed-point implementation of {layer.op!r}")
-        return layer.op
-    return {"Conv2D": "conv", "Dense": "dense", "GlobalPool": "global_pool", "Split": "split",
-            "Subsample": "subsample"}[type(layer).__name__]
+    op = cm.graph.op_name(layer)
+    if isinstance(layer, cm.Elementwise) and op not in ("relu", "relu6", "add"):
+        raise QuantizationError(f"node {layer.name!r}: no fixed-point implementation of {op!r}")
+    return op
 
 
 def calibrate_graph(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedGraph:
