@@ -182,23 +182,36 @@ class InvertedResidual(Residual):
         self.shortcut = Identity() if stride == 1 and c_in == c_out else None
 
 
+def _divisible(channels: float, divisor: int = 8) -> int:
+    """Channels rounded to the nearest multiple of `divisor`, never below it nor more than 10% under
+    `channels` (the rounding of the MobileNetV2 reference implementation's width multiplier)."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
 class MobileNetV2(Chain):
-    """MobileNetV2 1.0 for 224 x 224 inputs (3.5 M parameters, 0.30 GMAC)."""
+    """MobileNetV2 for 224 x 224 inputs (Sandler et al., CVPR 2018; 3.5 M parameters, 0.30 GMAC
+    at width 32). `width` is the stem's channels: every layer scales by the width multiplier
+    width / 32, rounded to multiples of 8, and the last 1x1 conv keeps 1280 channels below 1.0,
+    as in the paper."""
 
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1))  # (expansion t, channels c, repeats n, stride s)
 
     def __init__(self, in_shape, num_classes, sparsity_for, *, width=32, rngs):
+        alpha = width / 32
         self.stem = _ConvBN(in_shape[2], width, 3, "stem", sparsity_for, rngs, stride=2, act="relu6")
         blocks, c_in = [], width
         for i, (t, c, n, s) in enumerate(self.SETTINGS):
+            c = c if alpha == 1 else _divisible(c * alpha)
             for r in range(n):
                 blocks.append(InvertedResidual(c_in, c, s if r == 0 else 1, t, f"block{i + 1}.{r}",
                                                sparsity_for, rngs))
                 c_in = c
         self.blocks = nnx.List(blocks)
-        self.last = _ConvBN(c_in, 1280, 1, "last", sparsity_for, rngs, act="relu6")
-        self.head = SparseDense(1280, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
+        last = 1280 if alpha <= 1 else _divisible(1280 * alpha)
+        self.last = _ConvBN(c_in, last, 1, "last", sparsity_for, rngs, act="relu6")
+        self.head = SparseDense(last, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
         self.steps = ("stem", *(f"blocks.{i}" for i in range(len(blocks))), "last", GlobalAvgPool(), "head")
 
 

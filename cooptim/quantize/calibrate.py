@@ -127,9 +127,9 @@ def quant_layer(layer, in_format: fp.Format, in_shape: tuple, out_shape: tuple, 
         kind, kernel, stride, padding = "dense", (1, 1), (1, 1), ((0, 0), (0, 0))
         in_shape, out_shape = (int(np.prod(in_shape)),), (out_channels,)
     else:
-        if layer.groups != 1:
-            raise QuantizationError(f"layer {layer.layer_name!r}: grouped convolutions have no fixed-point "
-                                    f"layout yet")
+        if layer.groups != 1 and pattern == "dynamic":
+            raise QuantizationError(f"layer {layer.layer_name!r}: dynamic gating of a grouped convolution has "
+                                    f"no fixed-point form (gate it on an ungrouped conv)")
         kind, kernel, stride, padding = "conv", tuple(layer.layout.shape[:2]), layer.strides, layer.padding
     threshold = float(getattr(layer.current_method(), "activation_threshold", 0.0) or 0.0)
     return QuantLayer(
@@ -142,6 +142,7 @@ def quant_layer(layer, in_format: fp.Format, in_shape: tuple, out_shape: tuple, 
                  if pattern == "csp" else None),
         gate=_quantize_gate(layer, in_format, hw) if pattern == "dynamic" else None,
         activation_threshold=int(math.floor(threshold * 2.0 ** in_format.frac)) if threshold > 0 else 0,
+        groups=getattr(layer, "groups", 1),
     )
 
 

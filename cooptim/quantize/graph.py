@@ -180,9 +180,11 @@ def calibrate_graph(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedG
     builder = trace_graph(model, tuple(images.shape[1:]))
     graph = builder.build()
     for layer in graph.layers:  # before any work
-        if isinstance(layer, cm.Conv2D) and layer.groups != 1:
-            raise QuantizationError(f"node {layer.name!r}: grouped and depthwise convolutions have no fixed-point "
-                                    f"layout yet")
+        module = builder.ops.get(layer.name)
+        if (isinstance(layer, cm.Conv2D) and layer.groups != 1
+                and module.current_method().pattern().kind == "dynamic"):
+            raise QuantizationError(f"node {layer.name!r}: dynamic gating of a grouped convolution has no "
+                                    f"fixed-point form (gate it on an ungrouped conv)")
     floats = float_nodes(builder, graph, images)
     readers = {name: graph.readers(name) for name in graph.names}
     data = lambda frac: fp.Format(hw.data_bits, frac)
@@ -194,8 +196,11 @@ def calibrate_graph(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedG
         common = dict(name=node.name, inputs=node.inputs, out_shape=tuple(cm.graph.out_shape(layer)))
         if op in ("conv", "dense"):
             after = readers[node.name]
-            relu = (len(after) == 1 and _op(graph.node(after[0]).layer) == "relu")
-            calibration = floats[after[0]] if relu else floats[node.name]
+            sole_reader = _op(graph.node(after[0]).layer) if len(after) == 1 else None
+            relu = sole_reader == "relu"
+            # a ReLU / ReLU6 that is the only reader bounds what the output format must hold: values
+            # past the format saturate and the activation clips them anyway (ReLU6 at 6 <= max)
+            calibration = floats[after[0]] if sole_reader in ("relu", "relu6") else floats[node.name]
             module = builder.ops[node.name]
             in_shape = graph.shape(node.inputs[0])
             fold = _bn_fold(builder.folded[node.name]) if node.name in builder.folded else None

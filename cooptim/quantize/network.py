@@ -70,6 +70,7 @@ class QuantLayer:
     lengths: np.ndarray | None = None  # csp: kept chunks per weight row
     gate: Gate | None = None
     activation_threshold: int = 0  # unstructured (HASS): inputs with |x| <= this are zeroed
+    groups: int = 1  # a grouped conv's: its weight rows are one group's taps x C_in / groups
 
     @property
     def acc_frac(self) -> np.ndarray:
@@ -138,10 +139,27 @@ def gates_of(layer: QuantLayer, x: np.ndarray, cols: np.ndarray) -> tuple[np.nda
     return spatial, channel
 
 
+def _grouped_products(layer: QuantLayer, cols: np.ndarray, acc_bits) -> np.ndarray:
+    """(B, P, C_out) accumulators of a grouped conv: each output channel's exact sum over its own
+    group's input channels, saturated once at the end, as the kernels' path computes it (the
+    weight holds zeros where pruned, so every static pattern is this sum)."""
+    b, p, _ = cols.shape
+    g, c_in = layer.groups, layer.in_shape[2]
+    taps = cols.reshape(b, p, -1, g, c_in // g).astype(np.int64)  # (B, P, taps, G, C_in / G)
+    taps = taps.transpose(0, 1, 3, 2, 4).reshape(b, p, g, -1)  # one group's window, in weight row order
+    w = layer.weight.astype(np.int64).reshape(-1, g, layer.weight.shape[1] // g)  # (K_g, G, C_out / G)
+    acc = np.einsum("bpgk,kgo->bpgo", taps, w).reshape(b, p, -1)
+    if acc_bits is not None:
+        acc = np.clip(acc, -(2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1)
+    return acc
+
+
 def _products(layer: QuantLayer, x: np.ndarray, cols: np.ndarray, acc_bits) -> np.ndarray:
     """(B, P, C_out) accumulators through the kernels' integer path."""
     b, p, k = cols.shape
     w = layer.weight
+    if layer.groups > 1:
+        return _grouped_products(layer, cols, acc_bits)
     if layer.pattern in ("nm", "balanced_group"):
         n, m = layer.params["n"], layer.params["m"]
         values, indices = nm_kernels.compress(w, n, m)

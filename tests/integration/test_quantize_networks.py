@@ -28,7 +28,7 @@ def randomize_batch_norms(model, rng):
             node.bias[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
 
 
-@pytest.mark.parametrize("name, width", [("resnet20", 4), ("resnet18", 4)])
+@pytest.mark.parametrize("name, width", [("resnet20", 4), ("resnet18", 4), ("mobilenet_v2", 8)])
 def test_a_residual_network_in_integers_follows_its_float_model(name, width):
     cfg, model = model_of(name, (16, 16, 3), 10, width)
     rng = np.random.default_rng(0)  # its own seed: the same data whatever ran before on this worker
@@ -37,7 +37,9 @@ def test_a_residual_network_in_integers_follows_its_float_model(name, width):
     images = rng.normal(size=(64, 16, 16, 3)).astype(np.float32)
     net = calibrate_graph(model, images, cfg.hardware)
     ops = {n.op for n in net.nodes}
-    assert {"add", "split", "global_pool", "fused_relu"} <= ops
+    assert {"add", "split", "global_pool", "relu6" if name == "mobilenet_v2" else "fused_relu"} <= ops
+    if name == "mobilenet_v2":
+        assert any(n.layer is not None and n.layer.groups == n.layer.in_shape[2] > 1 for n in net.nodes)
     logits_int, trace = net.forward(net.quantize_input(images))
     logits_float = np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
     head = net.nodes[-1].layer

@@ -38,12 +38,35 @@ def test_the_sequential_cnn_quantizes_bit_for_bit_as_the_stage_path(method):
     np.testing.assert_array_equal(graph.forward(x)[0], stages.forward(x)[0])
 
 
-def test_a_depthwise_conv_is_refused_before_any_work():
-    cfg = config.from_dict({"name": "q", "model": {"name": "mobilenet_v2", "width": 4},
-                            "sparsity": {"default": {"method": "dense"}},
-                            "hardware": {"data_bits": 8, "weight_bits": 8}})
-    model = nn.build_model(cfg, (16, 16, 3), 10, abstract=True)  # shapes only: nothing is computed
-    with pytest.raises(q.QuantizationError, match="'block1.0.depthwise': grouped and depthwise"):
+@pytest.mark.parametrize("groups", [2, 8])  # grouped, and depthwise (one input channel per group)
+def test_a_grouped_conv_in_integers_is_each_groups_own_convolution(groups):
+    """Every output channel sums only its own group's input channels: the golden model's
+    convolution of each group apart, saturated to acc_bits."""
+    from kernels import reference as golden
+
+    c_in, c_out, acc_bits = 8, 16, 14
+    w = RNG.integers(-128, 128, (3, 3, c_in // groups, c_out)).astype(np.int8)
+    x = RNG.integers(-128, 128, (2, 5, 5, c_in)).astype(np.int8)
+    layer = q.QuantLayer(
+        name="dw", kind="conv", in_shape=(5, 5, c_in), out_shape=(3, 3, c_out), kernel=(3, 3), stride=(2, 2),
+        padding=((1, 1), (1, 1)), pattern="dense", params={}, weight=w.reshape(-1, c_out),
+        weight_frac=np.zeros(c_out, np.int64), bias=np.zeros(c_out, np.int64), in_format=fp.Format(8, 0),
+        out_format=fp.Format(32, 0), acc_bits=acc_bits, rounding="half_up", relu=False, pool=None,
+        pool_size=1, groups=groups)
+    out, info = q.layer_forward(layer, x)
+    per_in, per_out = c_in // groups, c_out // groups
+    expected = np.concatenate([
+        golden.conv2d(x[..., g * per_in:(g + 1) * per_in], w[..., g * per_out:(g + 1) * per_out], (2, 2),
+                      ((1, 1), (1, 1)), integer=True, acc_bits=acc_bits) for g in range(groups)], axis=-1)
+    np.testing.assert_array_equal(out, expected)
+    assert info["saturated"] > 0  # 14 bits: the test reaches the saturating path
+
+
+def test_dynamic_gating_of_a_depthwise_conv_is_refused_before_any_work():
+    cfg, model = model_of("mobilenet_v2", (16, 16, 3), 10, 4, {
+        "default": {"method": "dense"},
+        "layers": {"block1.0.depthwise": {"method": "dynamic", "target": 0.5, "channel_group": 4}}})
+    with pytest.raises(q.QuantizationError, match="'block1.0.depthwise': dynamic gating of a grouped"):
         calibrate_graph(model, np.zeros((2, 16, 16, 3), np.float32), cfg.hardware)
 
 
