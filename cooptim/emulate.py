@@ -30,12 +30,6 @@ def calibration_images(cfg, dataset) -> np.ndarray:
     return dataset.train.get(np.arange(min(cfg.hardware.calibration_samples, len(dataset.train))))[0]
 
 
-def load_quantized(run_dir: str | Path):
-    """(config, model, dataset, quantized network) of a trained run folder."""
-    cfg, model, dataset = load_run(run_dir)
-    return cfg, model, dataset, q.calibrate(model, calibration_images(cfg, dataset), cfg.hardware)
-
-
 def load_quantized_graph(run_dir: str | Path):
     """(config, model, dataset, quantized graph) of a trained run folder: any network."""
     cfg, model, dataset = load_run(run_dir)
@@ -63,13 +57,6 @@ def evaluate(model, net: QuantizedGraph, source, batch_size: int = 256) -> dict:
             "examples": n, "saturated": saturated}
 
 
-def accumulator_bits_needed(net: QuantizedGraph, images: np.ndarray) -> list[int]:
-    """Per conv/dense node, the accumulator bits the calibration images need."""
-    _, trace = net.forward(net.quantize_input(images), exact=True)
-    return [max(trace[layer.name]["acc_max"], int(np.abs(layer.bias).max(initial=0))).bit_length() + 1
-            for layer in net.layers]
-
-
 def layer_rows(net: QuantizedGraph, needed: list[int]) -> list[dict]:
     return [{"layer": layer.name, "pattern": layer.pattern, "input": layer.in_format.describe(),
              "weight_frac": [int(layer.weight_frac.min()), int(layer.weight_frac.max())],
@@ -80,7 +67,7 @@ def layer_rows(net: QuantizedGraph, needed: list[int]) -> list[dict]:
 def run(run_dir: str | Path) -> dict:
     cfg, model, dataset, net = load_quantized_graph(run_dir)
     images = calibration_images(cfg, dataset)
-    needed = accumulator_bits_needed(net, images)
+    needed = q.accumulator_bits_needed(net, images)
     result = {**evaluate(model, net, dataset.test), "layers": layer_rows(net, needed),
               "calibration_samples": len(images), "rounding": cfg.hardware.rounding,
               "weight_scale": cfg.hardware.weight_scale}

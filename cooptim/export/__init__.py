@@ -5,17 +5,19 @@ folding for the configured device (`cost_models.dse.greedy`), and writes one fol
 (everything goes to a temporary sibling folder that is renamed at the end, so a failure leaves no
 partial output):
 
-  accelerator.json   the accelerator: device, clock, formats, per-layer shapes, folding, sparsity
-                     pattern, fixed-point formats, expected cycles and resources; validated against
-                     the shipped JSON Schema (`schema.json`, `SCHEMA_VERSION`)
-  fpgaconvnet.json   the network and folding in fpgaConvNet's partition layout (`fpgaconvnet_config`)
-  params.h           C++17 constexpr parameters, per layer and as a table for the reference
-  weights/           per layer `NAME.h` (constexpr arrays) and `NAME_<array>.mem` (hex, one word per line)
-  testbench/         int8 input vectors, the expected output of every layer and the final logits
+  accelerator.json   the accelerator as a graph: device, clock, arithmetic; every node (conv, dense,
+                     pools, activations, residual adds, splits) with its shapes, folding, formats,
+                     expected cycles and resources, and for conv / dense its sparsity pattern and
+                     weight files; every edge (stream) with its format and skip-buffer depth;
+                     validated against the shipped JSON Schema (`schema.json`, `SCHEMA_VERSION`)
+  fpgaconvnet.json   the same graph and folding in the current fpgaConvNet partition layout
+  params.h           C++17 constexpr parameters per node, and the node and edge tables
+  weights/           per conv / dense node `NAME.h` (constexpr arrays) and `NAME_<array>.mem` (hex)
+  testbench/         int8 input vectors, the expected output of every node and the final logits
   README.md          what each file is, the layouts and formats, and how to run the C++ check
 
-`reference_dir()` is the small C++17 reference (`reference/reference.cpp`) that reads only these
-files; `build_reference(out)` compiles it with g++ and `run_reference(out)` checks the test vectors.
+`reference_dir()` is the small C++17 reference (`reference/reference.cpp`), a graph interpreter
+with one buffer per edge that reads only these files; `build_reference(out)` compiles it with g++ and `run_reference(out)` checks the test vectors.
 """
 
 from __future__ import annotations
@@ -36,18 +38,19 @@ from cooptim import folders, nn
 from cooptim import quantize as q
 from cooptim.config import ConfigError
 from cooptim.data import eval_batches
-from cooptim.emulate import load_quantized
+from cooptim.emulate import load_quantized_graph
 from cooptim.export.cfiles import _arrays, _layer_header, _mem, _weights_table, params_header
 from cooptim.export.common import SCHEMA_VERSION, ExportError, c_name
-from cooptim.export.layouts import accelerator_config, fpgaconvnet_config
+from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, window_zero_histogram
 from cooptim.export.readme import folder_readme
 from cooptim.export.vectors import saturation_vector, test_vectors
+from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
+from cooptim.run import RunError
+from cost_models.graph import INPUT
 
 __all__ = ["SCHEMA_VERSION", "ExportError", "accelerator_config", "build_reference", "c_name", "export",
            "export_model", "fpgaconvnet_config", "params_header", "reference_dir", "run_reference",
            "saturation_vector", "schema", "test_vectors", "validate"]
-from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
-from cooptim.run import RunError
 
 
 def schema() -> dict:
@@ -62,20 +65,23 @@ def reference_dir() -> Path:
 
 
 def _hardware(cfg, model, dataset) -> dict:
-    """Integer folding and per-layer cost of the trained network on the configured device."""
+    """Integer folding and per-node cost of the trained network's graph on the configured device:
+    the same DSE, densities and figures as the trainer's report (`hardware.hardware_report`)."""
     gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    net = network_of(model, nn.graph_of(model, dataset.image_shape), cfg.hardware)
+    graph = nn.graph_of(model, dataset.image_shape)
+    net = network_of(model, graph, cfg.hardware)
     device = device_of(cfg.hardware)
     result = cm.dse.greedy(net, densities_of(model, net.names, gates), device)
     summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)
     layer_dsp, layer_bram18 = np.asarray(result.cost.layer_dsp), np.asarray(result.cost.layer_bram18)
-    layers = {name: {"folding": folding[name], "cycles": summary["layer_cycles"][i],
-                     "dsp": float(layer_dsp[i]), "bram18": float(layer_bram18[i])}
-              for i, name in enumerate(net.names)}
+    nodes = {name: {"folding": folding[name], "cycles": summary["layer_cycles"][i],
+                    "dsp": float(layer_dsp[i]), "bram18": float(layer_bram18[i])}
+             for i, name in enumerate(net.names)}
     bottleneck = net.names[int(np.argmax(summary["layer_cycles"]))]
     pipeline = {"throughput": summary["throughput"], "latency_s": summary["latency_s"], "bottleneck": bottleneck,
                 **{k: summary[k] for k in ("dsp", "bram18", "lut", "ff", "energy_j", "utilisation")}}
-    return {"device": device.name, "clock_mhz": float(device.clock_mhz), "layers": layers, "pipeline": pipeline}
+    return {"device": device.name, "clock_mhz": float(device.clock_mhz), "nodes": nodes, "pipeline": pipeline,
+            "skip_buffers": graph.skip_buffers()}
 
 
 # ------------------------------------------------------------------------------ the folder
@@ -91,7 +97,7 @@ def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors
     """
     _check_out(Path(out), force, protect=(Path(run_dir),))
     try:
-        cfg, model, dataset, net = load_quantized(run_dir)
+        cfg, model, dataset, net = load_quantized_graph(run_dir)
     except (RunError, ConfigError) as e:
         raise ExportError(str(e)) from None
     return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors, protect=(Path(run_dir),))
@@ -113,17 +119,18 @@ def _stale_temporaries(out: Path) -> list[Path]:
     return [p for p in out.parent.glob(f".{out.name}.*") if p.is_dir() and folders.kind_of(p) == "export"]
 
 
-def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, *, force: bool = False,
+def export_model(cfg, model, dataset, net: q.QuantizedGraph, out: str | Path, *, force: bool = False,
                  vectors: int = 8, protect: tuple[Path, ...] = ()) -> Path:
     """`export` for a model in memory: its config, model, dataset and `quantize.calibrate` result."""
     out = Path(out)
     _check_out(out, force, protect)
     hardware = _hardware(cfg, model, dataset)
-    arrays = [_arrays(layer) for layer in net.layers]
+    arrays = {layer.name: _arrays(layer) for layer in net.layers}
     config = accelerator_config(cfg, net, hardware, arrays)
     validate(config)
     images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
     inputs, trace = test_vectors(net, images)
+    histograms = _sparsity_histograms(net, inputs, trace)
 
     with folders.Lock(out, "export folder"):
         _check_out(out, force, protect)  # again, under the lock
@@ -133,7 +140,7 @@ def export_model(cfg, model, dataset, net: q.QuantizedNetwork, out: str | Path, 
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             folders.mark(tmp, "export")
-            _write(tmp, net, config, arrays, inputs, trace, labels)
+            _write(tmp, net, config, arrays, inputs, trace, labels, histograms)
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
@@ -154,28 +161,43 @@ def validate(config: dict) -> None:
         raise ExportError(f"accelerator.json does not match schema {SCHEMA_VERSION} at {where}: {e.message}") from None
 
 
-def _write(folder: Path, net, config, arrays, inputs, trace, labels) -> None:
+def _sparsity_histograms(net: q.QuantizedGraph, inputs: np.ndarray, trace: dict) -> dict:
+    """For each unstructured (HASS) conv, its input windows' zero histogram over the test images
+    (vector 0, the saturation vector, left out unless it is the only one), for fpgaconvnet.json."""
+    histograms = {}
+    for node in net.nodes:
+        if node.op == "conv" and node.layer.pattern == "unstructured":
+            source = node.inputs[0]
+            x = inputs if source == INPUT else trace[source]["output"]
+            histograms[node.name] = window_zero_histogram(node.layer, x[1:] if len(x) > 1 else x)
+    return histograms
+
+
+def _write(folder: Path, net, config, arrays, inputs, trace, labels, histograms) -> None:
     (folder / "weights").mkdir()
     (folder / "testbench").mkdir()
     (folder / "accelerator.json").write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "fpgaconvnet.json").write_text(json.dumps(fpgaconvnet_config(net, config), indent=2) + "\n")
+    fpgaconvnet = fpgaconvnet_config(net, config, histograms)
+    (folder / "fpgaconvnet.json").write_text(json.dumps(fpgaconvnet, indent=2) + "\n")
     (folder / "params.h").write_text(params_header(net, config))
-    for layer, layer_arrays in zip(net.layers, arrays):
+    for layer in net.layers:
         name = c_name(layer.name)
-        (folder / "weights" / f"{name}.h").write_text(_layer_header(layer, layer_arrays))
-        for array, (values, ctype) in layer_arrays.items():
+        (folder / "weights" / f"{name}.h").write_text(_layer_header(layer, arrays[layer.name]))
+        for array, (values, ctype) in arrays[layer.name].items():
             (folder / "weights" / f"{name}_{array}.mem").write_text(_mem(values, ctype))
     (folder / "weights" / "weights.h").write_text(_weights_table(net, arrays))
     (folder / "testbench" / "input.mem").write_text(_mem(inputs, "int8_t"))
-    for layer, info in zip(net.layers, trace):
-        ctype = "int8_t" if layer.out_format.bits <= 8 else "int32_t"
-        (folder / "testbench" / f"{c_name(layer.name)}.mem").write_text(_mem(info["output"], ctype))
+    for node in net.nodes:
+        ctype = "int8_t" if node.out_format.bits <= 8 else "int32_t"
+        (folder / "testbench" / f"{c_name(node.name)}.mem").write_text(_mem(trace[node.name]["output"], ctype))
+    logits = trace[net.output.name]["output"].reshape(len(inputs), -1)
     vectors = {"count": int(len(inputs)), "input_shape": list(net.input_shape),
                "names": ["saturation"] + [f"test[{i}]" for i in range(len(inputs) - 1)],
                "labels": [None] + [int(v) for v in labels],
-               "predictions": [int(v) for v in trace[-1]["output"].argmax(1)],
-               "saturated_accumulators": {layer.name: int(info["saturated"]) for layer, info in zip(net.layers, trace)},
-               "outputs": {layer.name: f"testbench/{c_name(layer.name)}.mem" for layer in net.layers}}
+               "predictions": [int(v) for v in logits.argmax(1)],
+               "saturated": {node.name: int(trace[node.name]["saturated"]) for node in net.nodes
+                             if node.layer is not None or node.op in ("add", "relu6")},
+               "outputs": {node.name: f"testbench/{c_name(node.name)}.mem" for node in net.nodes}}
     (folder / "testbench" / "vectors.json").write_text(json.dumps(vectors, indent=2) + "\n")
     (folder / "README.md").write_text(folder_readme(config, vectors))
 

@@ -6,7 +6,7 @@ import re
 
 from cooptim.errors import UserError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class ExportError(UserError, RuntimeError):
@@ -14,5 +14,5 @@ class ExportError(UserError, RuntimeError):
 
 
 def c_name(name: str) -> str:
-    """A layer name as a C identifier and file stem: 'stage1.block2.conv1' -> 'stage1_block2_conv1'."""
+    """A node name as a C identifier and file stem: 'stage1.block2.conv1' -> 'stage1_block2_conv1'."""
     return re.sub(r"\W", "_", name)

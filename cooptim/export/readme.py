@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 
-def _layer_table(config: dict) -> str:
-    rows = ["| layer | type | in -> out (pooled) | pattern | folding (ci, co, fine) | input / output format | "
-            "weight frac | expected cycles |", "|---|---|---|---|---|---|---|---|"]
-    for layer in config["layers"]:
-        f, fmt = layer["folding"], layer["formats"]
-        fracs = fmt["weight"]["frac"]
-        pattern = layer["sparsity"]["pattern"]
-        extra = {k: v for k, v in layer["sparsity"].items() if k != "pattern"}
-        if extra:
-            pattern += " (" + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in extra.items()) + ")"
-        rows.append(
-            f"| {layer['name']} | {layer['type']} | {'x'.join(map(str, layer['in_shape']))} -> "
-            f"{'x'.join(map(str, layer['out_shape']))} ({'x'.join(map(str, layer['pooled_shape']))}) | {pattern} | "
-            f"{f['coarse_in']}, {f['coarse_out']}, {f['fine']} | "
-            f"{fmt['input']['bits']}b/2^-{fmt['input']['frac']} -> {fmt['output']['bits']}b/2^-{fmt['output']['frac']} | "
-            f"{min(fracs)}..{max(fracs)} | {layer['expected']['cycles']:,.0f} |")
+def _shape(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _node_table(config: dict) -> str:
+    rows = ["| node | op | inputs | out shape | pattern | folding (ci, co, fine) | output format | "
+            "expected cycles |", "|---|---|---|---|---|---|---|---|"]
+    for node in config["nodes"]:
+        f, fmt = node["folding"], node["format"]
+        pattern = ""
+        if "layer" in node:
+            sparsity = node["layer"]["sparsity"]
+            extra = {k: v for k, v in sparsity.items() if k != "pattern"}
+            pattern = sparsity["pattern"] + (" (" + ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()) + ")" if extra else "")
+        rows.append(f"| {node['name']} | {node['op']} | {', '.join(node['inputs'])} | {_shape(node['out_shape'])} | "
+                    f"{pattern} | {f['coarse_in']}, {f['coarse_out']}, {f['fine']} | "
+                    f"{fmt['bits']}b/2^-{fmt['frac']} | {node['expected']['cycles']:,.0f} |")
     return "\n".join(rows)
+
+
+def _skip_buffers(config: dict) -> str:
+    buffers = [e for e in config["edges"] if e["buffer_words"]]
+    if not buffers:
+        return "The graph has no residual merge: no skip buffer."
+    words = sum(e["buffer_words"] for e in buffers)
+    return (f"Skip buffers (FIFOs on the shortcut edges into residual adds, so that a block does not stall): "
+            f"{len(buffers)}, {words:,} words in all, counted in BRAM in the merge nodes' expected figures.")
 
 
 def folder_readme(config: dict, vectors: dict) -> str:
@@ -32,44 +42,57 @@ self-contained: a synthesis flow, or the C++ reference below, needs nothing else
 Modelled pipeline: {p['throughput']:,.0f} images/s, latency {p['latency_s'] * 1e6:.1f} us, bottleneck
 `{p['bottleneck']}`, {p['dsp']:.0f} DSP, {p['bram18']:.0f} BRAM18, {p['lut']:,.0f} LUT.
 
-{_layer_table(config)}
+{_node_table(config)}
+
+{_skip_buffers(config)}
 
 ## Files
 
 | file | what it is |
 |---|---|
-| `accelerator.json` | The whole accelerator. Device, clock and arithmetic; per layer: type, shapes, stride, padding, ReLU, pooling, folding, sparsity pattern and its parameters, fixed-point formats (weight and accumulator scales per output channel), weight files, expected cycles, DSP and BRAM; the pipeline's throughput, latency and resources. Its JSON Schema is `cooptim/export/schema.json` in the package. |
-| `fpgaconvnet.json` | The same network and folding as one fpgaConvNet partition (its `partitions` protobuf message as JSON with proto field names); see "fpgaConvNet mapping". |
-| `params.h` | C++17: per layer a namespace of `constexpr int64_t` values (`conv1::kCoarseIn`, ...), and the table `cooptim::kLayers` the reference reads. |
-| `weights/NAME.h` | C++17 `constexpr` arrays of one layer (`cooptim::weights::NAME::k_values`, ...). |
+| `accelerator.json` | The whole accelerator as a graph. Device, clock and arithmetic; `nodes` in topological order, each with its op, inputs, shapes, output format, folding and expected cycles, DSP and BRAM (a conv / dense node also with kernel, stride, padding, groups, fused ReLU, sparsity pattern, per-channel weight and accumulator scales and weight files; a pool with its window); `edges`, the streams, each with its format and the depth of its skip buffer; the pipeline's throughput, latency and resources. Its JSON Schema is `cooptim/export/schema.json` in the package. |
+| `fpgaconvnet.json` | The same graph and folding as one fpgaConvNet partition (the current fpgaconvnet-model's `partitions` protobuf message as JSON with proto field names); see "fpgaConvNet mapping". |
+| `params.h` | C++17: per node a namespace of `constexpr int64_t` values (`conv1::kCoarseIn`, ...), and the tables `cooptim::kNodes` and `cooptim::kEdges` the reference reads. |
+| `weights/NAME.h` | C++17 `constexpr` arrays of one conv / dense node (`cooptim::weights::NAME::k_values`, ...). |
 | `weights/NAME_ARRAY.mem` | The same arrays as hex: one two's-complement word per line (2 digits for 8-bit, 8 for 32-bit), for `$readmemh`. |
-| `weights/weights.h` | Includes every layer's header and the table `cooptim::kLayerData` of pointers to its arrays. |
-| `testbench/input.mem` | {vectors['count']} input images, int8, each H x W x C in NHWC order. Vector 0 is chosen to saturate accumulators; the others are test images. |
-| `testbench/NAME.mem` | The expected output of layer NAME for every vector, after ReLU, requantization and pooling (8-bit words; 32-bit for the last layer, the logits). |
-| `testbench/vectors.json` | The vectors' names, labels and predictions, and how many accumulator values saturated per layer. |
+| `weights/weights.h` | Includes every weighted node's header and the table `cooptim::kNodeData` of pointers to its arrays (null for other nodes). |
+| `testbench/input.mem` | {vectors['count']} input images, int8, each H x W x C in NHWC order. Vector 0 is chosen to saturate accumulators and residual adds; the others are test images. |
+| `testbench/NAME.mem` | The expected output of node NAME for every vector (8-bit words; 32-bit for the last node, the logits). |
+| `testbench/vectors.json` | The vectors' names, labels and predictions, and how many values saturated per node (accumulators, residual adds, ReLU6). |
 
 ## Arithmetic
 
 A value with format (bits, frac) is the integer q (two's complement, `bits` wide) standing for q x 2^-frac.
 Activations are {a['data_bits']}-bit, weights {a['weight_bits']}-bit with one power-of-two scale
 {'per output channel' if a['weight_scale'] == 'per_channel' else 'per layer'}, accumulators {a['acc_bits']}-bit.
-For output channel c of a layer:
+For output channel c of a conv or dense node:
 
     acc = saturate(sum of x * w over the kept weights, acc_bits)       (0 where a dynamic gate is off)
     acc = saturate(acc + bias[c], acc_bits)                            (bias at scale 2^-(in_frac + weight_frac[c]))
-    acc = max(acc, 0)                                                  (if the layer has a ReLU)
+    acc = max(acc, 0)                                                  (if a ReLU is fused)
     out = saturate(shift_round(acc, in_frac + weight_frac[c] - out_frac), out_bits)
 
 `shift_round(v, s)` is {a['rounding']} rounding of v / 2^s: `half_up` = floor(v / 2^s + 1/2), `half_even`
-rounds ties to even, `floor` truncates towards minus infinity. The shift is never negative. Average pooling
-is `shift_round(window sum, log2(window size))`; max pooling is the maximum. A dense layer after a conv reads
-its input flattened in NHWC order. The last layer keeps acc_bits at one common scale, so its outputs are
-comparable logits.
+rounds ties to even, `floor` truncates towards minus infinity; a negative s shifts left. The other nodes:
+
+- `relu`: max(x, 0); `fused_relu`: the input itself (its producer applied the ReLU to its accumulator);
+  `relu6`: min(max(x, 0), 6 in the format); `split`: the input itself, to every reader.
+- `max_pool`: the window maximum (padding at the format's minimum); `avg_pool`: shift_round(window sum,
+  log2(window size)) with zero padding (windows of 2^k values).
+- `global_pool`: shift_round(sum over H x W x round(2^16 / (H W)), 16), a fixed-point reciprocal.
+- `add`: each input shifted to the output format (shift_round(x, in_frac - out_frac)), summed and
+  saturated to its bits; the input formats are the edges' formats.
+- `subsample` (option-A shortcut): every stride-th row and column, zero channels appended.
+
+A dense node reads its input flattened in NHWC order. Batch norm is folded into the preceding conv. The
+last node keeps acc_bits at one common scale, so its outputs are comparable logits.
 
 ## Weight layouts
 
-Every weight matrix is a layer's im2col matrix W (K rows, C_out columns). Its rows are kernel taps (row,
-then column) outermost and input channels fastest; a dense layer's rows are its inputs.
+Every weight matrix is a node's im2col matrix W (K rows, C_out columns). Its rows are kernel taps (row,
+then column) outermost and input channels fastest; a dense node's rows are its inputs. A grouped conv's
+rows are one group's (K = taps x C_in / groups); output channel c belongs to group c / (C_out / groups)
+and reads that group's input channels.
 
 - `dense`, `unstructured`, `dynamic`: `values` is W row-major (K x C_out), with pruned weights stored as 0.
   An unstructured layer's `activation_threshold` zeroes inputs with |x| <= threshold (HASS).
@@ -91,19 +114,17 @@ then column) outermost and input channels fastest; a dense layer's rows are its 
 
 ## fpgaConvNet mapping
 
-`fpgaconvnet.json` has one partition (`id` 0, `batch_size` 1, no weight reloading). The layers appear in
-pipeline order:
-
-- each conv or dense layer becomes a `CONVOLUTION` or `INNER_PRODUCT` layer. Its `parameters` carry rows/cols/
-  channels in and out, `filters`, `kernel_size`, `stride`, the pads, the folding (`coarse_in`, `coarse_out`,
-  `coarse_group`, `fine`) and the widths (`data_width`, `weight_width`, `acc_width`, `input_width`,
-  `output_width`, `biases_width`);
-- a ReLU becomes `RELU` and a pooling `AVERAGE_POOLING` or `POOLING`, each with `coarse` = the producer's
-  `coarse_out`.
-
-Streams are named `FROM_TO`, with `in` and `out` at the ends. `weights_path` and `bias_path` point at
-the `.mem` files. fpgaConvNet's format has no sparsity or fixed-point scale fields: those are in
-`accelerator.json`.
+`fpgaconvnet.json` is one partition (`id` 0, `batch_size` 1, no weight reloading) in the layout of the
+current fpgaconvnet-model (its `fpgaconvnet.proto`), one layer per node in topological order:
+conv -> `CONVOLUTION` (op_type `dense`, or `sparse` for an unstructured (HASS) layer, with its measured
+per-channel window-zero histogram in `sparsity` and `skip_all_zero_window`), dense -> `INNER_PRODUCT`,
+relu -> `RELU`, max / average pooling -> `POOLING` (op_type `max` / `avg`), global pooling ->
+`AVERAGE_POOLING`, add -> `ELTWISE` (op_type `add`), split -> `SPLIT`. ReLU6 (`ACTIVATION`, op_type
+`relu6`) and the option-A subsampling (`POOLING`, op_type `subsample`) have no fpgaConvNet layer.
+Streams are named `FROM_TO` (`in` / `out` at the ends) with the node at their other end; a residual
+merge's shortcut stream carries its skip buffer as `buffer_depth` (words per stream). Fixed-point types
+are `{{width, binary_point}}`; per-channel weight scales and the N:M, CSP and DPACS patterns have no field
+in that format: they are in `accelerator.json`.
 
 ## Checking the files with the C++ reference
 
@@ -113,6 +134,6 @@ folder:
     g++ -std=c++17 -O2 -I . -o reference $(python -c "import cooptim.export as e; print(e.reference_dir())")/reference.cpp
     ./reference .
 
-It recomputes every layer for every vector, writes `testbench/reference_NAME.mem` and exits 0 when all of
+It runs the graph (one buffer per edge) for every vector, recomputes every node, writes `testbench/reference_NAME.mem` and exits 0 when all of
 them are bit-exact. `python -m cooptim.export RUN --out DIR --check` does the same in one step.
 """

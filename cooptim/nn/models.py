@@ -6,28 +6,15 @@ layer by config. Layer names are dotted paths such as ``stage2.block1.conv1``.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Literal
+from typing import Callable
 
 from flax import nnx
 
 from cooptim.nn.blocks import Activation, Chain, Flatten, GlobalAvgPool, Identity, Pool, Residual, Subsample
-from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer
+from cooptim.nn.layers import SparseConv, SparseDense
 from cooptim.sparsity import SparsityMethod
 
 SparsityFor = Callable[[str], SparsityMethod]
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One layer of a sequential network and what follows it, in order: ReLU, then pooling
-    (window = stride = `pool_size`). A dense layer after a conv reads its input flattened in NHWC
-    order. The fixed-point emulation and the exporter walk a model's `stages()`."""
-
-    layer: SparseLayer
-    relu: bool = False
-    pool: Literal["avg", "max"] | None = None
-    pool_size: int = 1
 
 
 class DigitsCNN(Chain):
@@ -50,11 +37,6 @@ class DigitsCNN(Chain):
         self.head = SparseDense(flat, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
         self.steps = ("conv1", Activation("conv1.relu"), "conv2", Activation("conv2.relu"), Pool("pool2", "avg"),
                       "conv3", Activation("conv3.relu"), Pool("pool3", "avg"), Flatten(), "head")
-
-    def stages(self) -> list[Stage]:
-        """The same computation as `__call__`, as a list of stages."""
-        return [Stage(self.conv1, relu=True), Stage(self.conv2, relu=True, pool="avg", pool_size=2),
-                Stage(self.conv3, relu=True, pool="avg", pool_size=2), Stage(self.head)]
 
 
 class BasicBlock(Residual):
@@ -244,16 +226,6 @@ class VGG16(Chain):
                 steps += [f"convs.{n_conv}", Activation(f"conv{n_conv + 1}.relu")]
                 n_conv += 1
         self.steps = (*steps, Flatten(), "fc1", Activation("fc1.relu"), "fc2", Activation("fc2.relu"), "head")
-
-    def stages(self) -> list[Stage]:
-        """The same computation as `__call__`, as a list of stages."""
-        stages, convs = [], iter(self.convs)
-        for item in self.PLAN:
-            if item == "M":
-                stages[-1] = dataclasses.replace(stages[-1], pool="max", pool_size=2)
-            else:
-                stages.append(Stage(next(convs), relu=True))
-        return stages + [Stage(self.fc1, relu=True), Stage(self.fc2, relu=True), Stage(self.head)]
 
 
 def resnet18(in_shape, num_classes, sparsity_for, *, width=64, rngs):

@@ -1,16 +1,16 @@
-"""Post-training calibration of a trained sequential model to the hardware's fixed-point formats
-(see `cooptim.quantize` for the arithmetic)."""
+"""One sparse layer's post-training calibration to the hardware's fixed-point formats (weights,
+bias, scales, gates; see `cooptim.quantize` for the arithmetic). `graph.calibrate_graph` calls it
+for every conv and dense node."""
 
 from __future__ import annotations
 
 import math
 
-import jax
 import numpy as np
 from flax import nnx
 
 from cooptim.config import HardwareConfig
-from cooptim.quantize.network import Gate, QuantizationError, QuantizedNetwork, QuantLayer
+from cooptim.quantize.network import Gate, QuantizationError, QuantLayer
 from cooptim.sparsity.csp import cascade_lengths
 from kernels import fixed_point as fp
 
@@ -29,25 +29,6 @@ def _check_formats(hw: HardwareConfig) -> None:
 @nnx.jit
 def _layer_call(layer, x):
     return layer(x)
-
-
-def float_stages(stages, x) -> list[np.ndarray]:
-    """The float model run stage by stage: each stage's output after ReLU and before pooling
-    (each layer compiled, not run operation by operation)."""
-    pools = {"avg": nnx.avg_pool, "max": nnx.max_pool}
-    outputs = []
-    for stage in stages:
-        if stage.layer.layout.in_axis == 0 and x.ndim > 2:  # a dense layer after a conv
-            x = x.reshape(x.shape[0], -1)
-        y = _layer_call(stage.layer, x)
-        if stage.relu:
-            y = jax.nn.relu(y)
-        outputs.append(np.asarray(y))
-        if stage.pool is not None:
-            window = (stage.pool_size, stage.pool_size)
-            y = pools[stage.pool](y, window_shape=window, strides=window)
-        x = y
-    return outputs
 
 
 def _quantize_columns(w2d: np.ndarray, fracs: np.ndarray, bits: int, rounding: str) -> np.ndarray:
@@ -100,8 +81,7 @@ def _quantize_gate(layer, in_format: fp.Format, hw: HardwareConfig) -> Gate:
 
 
 def quant_layer(layer, in_format: fp.Format, in_shape: tuple, out_shape: tuple, calibration: np.ndarray,
-                hw: HardwareConfig, *, last: bool, relu: bool, pool=None, pool_size: int = 1,
-                fold: tuple[np.ndarray, np.ndarray] | None = None) -> QuantLayer:
+                hw: HardwareConfig, *, last: bool, relu: bool, fold: tuple[np.ndarray, np.ndarray] | None = None) -> QuantLayer:
     """One sparse layer in fixed point, its output format calibrated on `calibration` (the float
     outputs it must represent). `fold`: a batch norm's (scale, shift) per output channel, folded
     into the weights and the bias. The last layer keeps acc_bits at the finest common scale."""
@@ -137,62 +117,10 @@ def quant_layer(layer, in_format: fp.Format, in_shape: tuple, out_shape: tuple, 
         stride=tuple(stride), padding=tuple(tuple(p) for p in padding), pattern=pattern, params=params,
         weight=_quantize_columns(w2d, w_frac, hw.weight_bits, hw.rounding), weight_frac=w_frac.astype(np.int64),
         bias=_round_to_int(bias, acc_frac, hw.rounding), in_format=in_format, out_format=out_format,
-        acc_bits=hw.acc_bits, rounding=hw.rounding, relu=relu, pool=pool, pool_size=pool_size,
+        acc_bits=hw.acc_bits, rounding=hw.rounding, relu=relu,
         lengths=(cascade_lengths(np.asarray(layer.mask()), layer.layout, params["chunk"]).astype(np.int64)
                  if pattern == "csp" else None),
         gate=_quantize_gate(layer, in_format, hw) if pattern == "dynamic" else None,
         activation_threshold=int(math.floor(threshold * 2.0 ** in_format.frac)) if threshold > 0 else 0,
         groups=getattr(layer, "groups", 1),
     )
-
-
-def calibrate(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedNetwork:
-    """Quantizes a trained sequential model to `hw`'s fixed-point formats, calibrated on `images`
-    ((N, H, W, C) float32, normalized as in training).
-
-    Raises QuantizationError: a model without `stages()`, formats over 8 bits, or an accumulator
-    too narrow for the calibrated range (naming the layer, the range and the bits it needs).
-    """
-    _check_formats(hw)
-    if not hasattr(model, "stages"):
-        raise QuantizationError(f"the model ({type(model).__name__}) is not sequential: export takes models with "
-                                f"stages() (digits_cnn, vgg16); residual networks emulate (python -m "
-                                f"cooptim.emulate RUN) but have no exporter yet")
-    stages = model.stages()
-    outputs = float_stages(stages, images)
-    data = lambda frac: fp.Format(hw.data_bits, frac)
-    in_format = data(fp.frac_for_range(float(np.abs(images).max()), hw.data_bits))
-    layers, in_shape = [], tuple(images.shape[1:])
-    for i, stage in enumerate(stages):
-        layer, last = stage.layer, i == len(stages) - 1
-        if stage.pool == "avg" and stage.pool_size & (stage.pool_size - 1):
-            raise QuantizationError(f"layer {layer.layer_name!r}: average pooling over {stage.pool_size}x"
-                                    f"{stage.pool_size} is not a shift (windows of 2**k elements only)")
-        layers.append(quant_layer(layer, in_format, in_shape, tuple(outputs[i].shape[1:]), outputs[i], hw,
-                                  last=last, relu=stage.relu, pool=stage.pool, pool_size=stage.pool_size))
-        in_format, in_shape = layers[-1].out_format, layers[-1].final_shape
-    net = QuantizedNetwork(tuple(layers), tuple(images.shape[1:]))
-    check_accumulators(net, images)
-    return net
-
-
-def _accumulator_ranges(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
-    """Per layer, the largest |accumulator + bias| (or |bias|) over `images`, exactly."""
-    _, trace = net.forward(net.quantize_input(images), exact=True)
-    return [max(info["acc_max"], int(np.abs(layer.bias).max(initial=0))) for layer, info in zip(net.layers, trace)]
-
-
-def accumulator_bits_needed(net: QuantizedNetwork, images: np.ndarray) -> list[int]:
-    """Per layer, the accumulator bits the calibration images need (for reports and tests)."""
-    return [r.bit_length() + 1 for r in _accumulator_ranges(net, images)]
-
-
-def check_accumulators(net: QuantizedNetwork, images: np.ndarray) -> None:
-    """Every accumulator (and bias) fits acc_bits on the calibration data, else a QuantizationError."""
-    for layer, largest in zip(net.layers, _accumulator_ranges(net, images)):
-        needed = largest.bit_length() + 1
-        if needed > layer.acc_bits:
-            raise QuantizationError(
-                f"layer {layer.name!r}: the accumulator needs {needed} bits for the calibrated range "
-                f"(|acc| up to {largest:,} at 2^-{int(layer.acc_frac.min())}..2^-{int(layer.acc_frac.max())}), "
-                f"but 'hardware.acc_bits' is {layer.acc_bits}: the format is too narrow")

@@ -65,6 +65,24 @@ class QuantizedGraph:
         """The conv and dense nodes' layers, in order."""
         return tuple(n.layer for n in self.nodes if n.layer is not None)
 
+    @property
+    def output(self) -> QuantNode:
+        return self.nodes[-1]
+
+    def node(self, name: str) -> QuantNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def shape(self, name: str) -> tuple:
+        """The shape of node `name`'s output (or of the graph's input, INPUT)."""
+        return tuple(self.input_shape) if name == INPUT else tuple(self.node(name).out_shape)
+
+    def format(self, name: str) -> fp.Format:
+        """The fixed-point format of node `name`'s output (or of the graph's input, INPUT)."""
+        return self.input_format if name == INPUT else self.node(name).out_format
+
+    def readers(self, name: str) -> list[str]:
+        return [n.name for n in self.nodes if name in n.inputs]
+
     def quantize_input(self, images) -> np.ndarray:
         """Float images (B, H, W, C) -> integers in the input format (rounded, saturated)."""
         return np.asarray(fp.quantize(images, self.input_format, rounding=self.rounding))
@@ -228,18 +246,29 @@ def calibrate_graph(model, images: np.ndarray, hw: HardwareConfig) -> QuantizedG
             nodes.append(QuantNode(op=op, out_format=source_format, **common))
         formats[node.name] = nodes[-1].out_format
     net = QuantizedGraph(tuple(nodes), tuple(images.shape[1:]), in_format, hw.rounding)
-    _check_accumulators(net, images)
+    check_accumulators(net, images)
     return net
 
 
-def _check_accumulators(net: QuantizedGraph, images: np.ndarray) -> None:
+def _accumulator_ranges(net: QuantizedGraph, images: np.ndarray) -> dict[str, int]:
+    """Per conv / dense node, the largest |accumulator + bias| (or |bias|) over `images`, exactly."""
     _, trace = net.forward(net.quantize_input(images), exact=True)
-    for node in net.nodes:
-        if node.layer is None:
-            continue
-        largest = max(trace[node.name]["acc_max"], int(np.abs(node.layer.bias).max(initial=0)))
+    return {node.name: max(trace[node.name]["acc_max"], int(np.abs(node.layer.bias).max(initial=0)))
+            for node in net.nodes if node.layer is not None}
+
+
+def accumulator_bits_needed(net: QuantizedGraph, images: np.ndarray) -> list[int]:
+    """Per conv / dense node (in order), the accumulator bits the images need."""
+    return [largest.bit_length() + 1 for largest in _accumulator_ranges(net, images).values()]
+
+
+def check_accumulators(net: QuantizedGraph, images: np.ndarray) -> None:
+    """Every accumulator (and bias) fits acc_bits on `images`, else a QuantizationError naming the node."""
+    for node_name, largest in _accumulator_ranges(net, images).items():
+        node = net.node(node_name)
         needed = largest.bit_length() + 1
         if needed > node.layer.acc_bits:
             raise QuantizationError(
                 f"node {node.name!r}: the accumulator needs {needed} bits for the calibrated range "
-                f"(|acc| up to {largest:,}), but 'hardware.acc_bits' is {node.layer.acc_bits}")
+                f"(|acc| up to {largest:,}), but 'hardware.acc_bits' is {node.layer.acc_bits}: the format is "
+                f"too narrow")

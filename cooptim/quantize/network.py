@@ -1,12 +1,10 @@
-"""A quantized network as plain NumPy integers and formats (the data the exporter writes and the
-C++ reference reads), and its integer forward pass through the kernels' fixed-point path. See
-`cooptim.quantize` for the arithmetic."""
+"""A quantized conv or dense layer as plain NumPy integers and formats (the data the exporter
+writes and the C++ reference reads), and its integer forward pass through the kernels'
+fixed-point path. See `cooptim.quantize` for the arithmetic."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,7 +49,7 @@ class QuantLayer:
     name: str
     kind: str  # "conv" | "dense"
     in_shape: tuple  # (H, W, C) for a conv, (K,) for a dense layer
-    out_shape: tuple  # before pooling: (H', W', C_out) or (C_out,)
+    out_shape: tuple  # (H', W', C_out) or (C_out,)
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[tuple[int, int], tuple[int, int]]
@@ -64,9 +62,7 @@ class QuantLayer:
     out_format: fp.Format
     acc_bits: int
     rounding: str
-    relu: bool
-    pool: str | None
-    pool_size: int
+    relu: bool  # a ReLU fused on the accumulator
     lengths: np.ndarray | None = None  # csp: kept chunks per weight row
     gate: Gate | None = None
     activation_threshold: int = 0  # unstructured (HASS): inputs with |x| <= this are zeroed
@@ -75,41 +71,6 @@ class QuantLayer:
     @property
     def acc_frac(self) -> np.ndarray:
         return self.in_format.frac + self.weight_frac
-
-    @property
-    def final_shape(self) -> tuple:
-        """The output's shape after pooling."""
-        if self.pool is None:
-            return self.out_shape
-        h, w, c = self.out_shape
-        return (h // self.pool_size, w // self.pool_size, c)
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizedNetwork:
-    layers: tuple[QuantLayer, ...]
-    input_shape: tuple  # (H, W, C)
-
-    @property
-    def input_format(self) -> fp.Format:
-        return self.layers[0].in_format
-
-    def quantize_input(self, images) -> np.ndarray:
-        """Float images (B, H, W, C) -> int8 in the input format (rounded, saturated)."""
-        return np.asarray(fp.quantize(images, self.input_format, rounding=self.layers[0].rounding))
-
-    def forward(self, x_q: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, list[dict]]:
-        """The integer forward pass. x_q: (B, H, W, C) int8 in `input_format`.
-
-        Returns (logits (B, classes) int32, per layer {"output": int array after pooling,
-        "saturated": accumulator values at acc_bits' limits, "acc_max": max |accumulator + bias|}).
-        exact=True skips the accumulator's saturation (for calibration).
-        """
-        x, trace = np.asarray(x_q), []
-        for layer in self.layers:
-            x, info = layer_forward(layer, x, exact=exact)
-            trace.append(info)
-        return x, trace
 
 
 # ------------------------------------------------------------------------------ integer layers
@@ -177,20 +138,8 @@ def _products(layer: QuantLayer, x: np.ndarray, cols: np.ndarray, acc_bits) -> n
     return np.asarray(skip_kernels.skip_matmul(cols, w, acc_bits=acc_bits))
 
 
-def _pool(layer: QuantLayer, y: np.ndarray) -> np.ndarray:
-    if layer.pool is None:
-        return y
-    k = layer.pool_size
-    b, h, w, c = y.shape
-    windows = y.astype(np.int64).reshape(b, h // k, k, w // k, k, c)
-    if layer.pool == "max":
-        return windows.max(axis=(2, 4))
-    total = windows.sum(axis=(2, 4))
-    return np.asarray(fp.shift_round(jnp.asarray(total, jnp.int32), int(math.log2(k * k)), layer.rounding))
-
-
 def layer_forward(layer: QuantLayer, x: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, dict]:
-    """One layer in integers: int8 input -> its output after ReLU, requantization and pooling
+    """One layer in integers: int8 input -> its output after the fused ReLU and requantization
     (int8, or int32 for the last layer)."""
     cols = _im2col(layer, x)
     if layer.activation_threshold > 0:
@@ -207,7 +156,7 @@ def layer_forward(layer: QuantLayer, x: np.ndarray, *, exact: bool = False) -> t
         acc = np.clip(acc, -(2**31), 2**31 - 1)
     out = np.asarray(fp.requantize(jnp.asarray(acc, jnp.int32), layer.acc_frac, layer.out_format,
                                    rounding=layer.rounding))
-    out = _pool(layer, out.reshape(x.shape[0], *layer.out_shape))
+    out = out.reshape(x.shape[0], *layer.out_shape)
     out = out.astype(np.dtype(layer.out_format.dtype) if layer.out_format.bits <= 8 else np.int32)
     info["output"] = out
     return out, info

@@ -1,5 +1,5 @@
 """Quantization over the model's graph on untrained models (random weights, no training run): the
-sequential CNN bit for bit as the stage-by-stage path, and the integer ops against NumPy by hand
+sequential CNN, grouped convs against the golden model, and the integer ops against NumPy by hand
 (whole residual networks: tests/integration/test_quantize_networks.py)."""
 
 import numpy as np
@@ -21,21 +21,25 @@ def model_of(name, shape, classes, width, sparsity=None):
     return cfg, model
 
 
-@pytest.mark.parametrize("method", ["dense", "nm"])
-def test_the_sequential_cnn_quantizes_bit_for_bit_as_the_stage_path(method):
-    sparsity = {"default": {"method": "dense"}, "layers": {"conv2": {"method": method} if method == "dense"
-                                                           else {"method": "nm", "n": 2, "m": 4}}}
+def test_the_sequential_cnn_fuses_its_relus_and_follows_its_float_model():
+    """The digits CNN: every ReLU fused into its conv (the accumulator is clipped, the ReLU node
+    passes its input on), 2:4 weights kept 2 of 4, and integer logits close to the float ones."""
+    sparsity = {"default": {"method": "dense"}, "layers": {"conv2": {"method": "nm", "n": 2, "m": 4}}}
     cfg, model = model_of("digits_cnn", (8, 8, 1), 10, 8, sparsity)
+    model.eval()
     images = np.random.default_rng(1).normal(size=(32, 8, 8, 1)).astype(np.float32)
-    stages = q.calibrate(model, images, cfg.hardware)
-    graph = calibrate_graph(model, images, cfg.hardware)
-    assert [l.name for l in graph.layers] == [l.name for l in stages.layers]
-    for a, b in zip(graph.layers, stages.layers):
-        assert a.out_format == b.out_format and a.relu == b.relu
-        np.testing.assert_array_equal(a.weight, b.weight)
-        np.testing.assert_array_equal(a.bias, b.bias)
-    x = stages.quantize_input(images)
-    np.testing.assert_array_equal(graph.forward(x)[0], stages.forward(x)[0])
+    net = calibrate_graph(model, images, cfg.hardware)
+    assert [n.op for n in net.nodes] == ["conv", "fused_relu", "conv", "fused_relu", "avg_pool", "conv",
+                                         "fused_relu", "avg_pool", "dense"]
+    assert [layer.relu for layer in net.layers] == [True, True, True, False]
+    conv2 = net.node("conv2").layer
+    assert (np.count_nonzero(conv2.weight.reshape(-1, 4, conv2.weight.shape[1]), axis=1) <= 2).all()
+    logits, trace = net.forward(net.quantize_input(images))
+    assert (trace["conv1"]["output"] >= 0).all()
+    scaled = logits * 2.0 ** -net.output.out_format.frac
+    expected = np.asarray(model(images))
+    # 8-bit data and weights through 4 layers of random weights (measured: 5.8% of the logits' range)
+    assert np.abs(scaled - expected).max() < 0.1 * np.abs(expected).max()
 
 
 @pytest.mark.parametrize("groups", [2, 8])  # grouped, and depthwise (one input channel per group)
@@ -51,8 +55,8 @@ def test_a_grouped_conv_in_integers_is_each_groups_own_convolution(groups):
         name="dw", kind="conv", in_shape=(5, 5, c_in), out_shape=(3, 3, c_out), kernel=(3, 3), stride=(2, 2),
         padding=((1, 1), (1, 1)), pattern="dense", params={}, weight=w.reshape(-1, c_out),
         weight_frac=np.zeros(c_out, np.int64), bias=np.zeros(c_out, np.int64), in_format=fp.Format(8, 0),
-        out_format=fp.Format(32, 0), acc_bits=acc_bits, rounding="half_up", relu=False, pool=None,
-        pool_size=1, groups=groups)
+        out_format=fp.Format(32, 0), acc_bits=acc_bits, rounding="half_up", relu=False,
+        groups=groups)
     out, info = q.layer_forward(layer, x)
     per_in, per_out = c_in // groups, c_out // groups
     expected = np.concatenate([

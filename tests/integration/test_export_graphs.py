@@ -1,0 +1,84 @@
+"""Residual and branching networks through quantization, export and the C++ reference (untrained,
+random weights and batch-norm statistics, reduced width, CIFAR-shaped input): every sparsity
+pattern that has an exported layout on some node, and an input that saturates residual adds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cooptim import config as config_lib
+from cooptim import export as ex
+from cooptim import nn
+from cooptim import quantize as q
+from cooptim.data import ArraySource, Dataset
+
+from test_export import _check_with_gpp, _int8_inputs, narrowed
+from test_quantize_networks import randomize_batch_norms
+
+needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+PATTERNS = {
+    "nm": {"method": "nm", "n": 2, "m": 4},
+    "balanced_group": {"method": "balanced_group", "keep": 4, "group": 8},
+    "csp": {"method": "csp", "weight_density": 0.5, "chunk": 4},
+    "unstructured": {"method": "unstructured", "weight_density": 0.5, "activation_threshold": 0.2},
+    "dynamic": {"method": "dynamic", "target": 0.5, "channel_group": 4, "gate_bias": 0.0},
+}
+# network -> (width, the node that takes each pattern: a layer whose rows and channels it divides)
+NETWORKS = {
+    "resnet20": (4, {"nm": "stage1.block1.conv1", "balanced_group": "stage2.block1.conv2",
+                     "csp": "stage2.block2.conv1", "unstructured": "stage3.block1.conv2",
+                     "dynamic": "stage3.block2.conv1"}),
+    "resnet56": (4, {"nm": "stage1.block4.conv1", "balanced_group": "stage2.block5.conv2",
+                     "csp": "stage2.block9.conv1", "unstructured": "stage3.block1.conv2",
+                     "dynamic": "stage3.block8.conv1"}),
+    "resnet18": (4, {"nm": "layer1.0.conv1", "balanced_group": "layer2.0.conv2", "csp": "layer2.0.downsample",
+                     "unstructured": "layer3.0.conv2", "dynamic": "layer4.0.conv1"}),
+    "mobilenet_v2": (8, {"nm": "block2.0.expand", "balanced_group": "block2.0.project", "csp": "block3.0.expand",
+                         "unstructured": "block3.1.expand", "dynamic": "block4.0.project"}),
+}
+SHAPE = (32, 32, 3)
+
+
+def random_dataset(rng, train=48, test=4) -> Dataset:
+    images = rng.normal(size=(train + test, *SHAPE)).astype(np.float32)
+    labels = rng.integers(0, 10, train + test)
+    source = lambda s: ArraySource(images[s], labels[s], np.zeros(3, np.float32), np.ones(3, np.float32))
+    return Dataset("random", source(slice(0, train)), source(slice(train, None)), 10, SHAPE)
+
+
+@needs_gpp
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path):
+    width, where = NETWORKS[name]
+    cfg = config_lib.from_dict({
+        "name": f"export_{name}", "model": {"name": name, "width": width},
+        "sparsity": {"default": {"method": "dense"}, "layers": {node: PATTERNS[p] for p, node in where.items()}},
+        "hardware": {"data_bits": 8, "weight_bits": 8}})
+    rng = np.random.default_rng(0)
+    model = nn.build_model(cfg, SHAPE, 10)
+    randomize_batch_norms(model, rng)
+    model.eval()
+    dataset = random_dataset(rng)
+    images, _ = dataset.train.get(np.arange(len(dataset.train)))
+    net = narrowed(q.calibrate_graph(model, images, cfg.hardware), images)
+    out = ex.export_model(cfg, model, dataset, net, tmp_path / "export", vectors=2)
+
+    config = json.loads((out / "accelerator.json").read_text())
+    patterns = {n["name"]: n["layer"]["sparsity"]["pattern"] for n in config["nodes"] if "layer" in n}
+    assert {node: patterns[node] for node in where.values()} == {node: p for p, node in where.items()}
+    ops = {n["op"] for n in config["nodes"]}
+    assert {"add", "split", "global_pool"} <= ops
+    # every residual merge's shortcut edge has its skip buffer, and the BRAM of the merge counts it
+    merges = [n for n in config["nodes"] if n["op"] == "add"]
+    buffered = {e["to"] for e in config["edges"] if e["buffer_words"] > 0}
+    assert buffered == {n["name"] for n in merges}
+    # vector 0 saturates residual adds (and accumulators), and the C++ reference follows it
+    _, trace = net.forward(_int8_inputs(out, net.input_shape)[:1])
+    assert sum(trace[n["name"]]["saturated"] for n in merges) > 0
+    assert sum(trace[layer.name]["saturated"] for layer in net.layers) > 0
+    _check_with_gpp(net, out)
