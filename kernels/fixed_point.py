@@ -16,6 +16,7 @@ complement (AP_WRAP).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -128,10 +129,31 @@ def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding
     shifts = np.asarray(acc_frac) - out.frac
     if shifts.ndim == 0:
         return overflow(shift_round(acc, int(shifts), rounding), out, overflow_mode)
-    # per-channel shifts along the last axis: one shift per channel, applied channel by channel
-    cols = [overflow(shift_round(acc[..., c], int(s), rounding), out, overflow_mode)
-            for c, s in enumerate(shifts)]
-    return jnp.stack(cols, axis=-1)
+    if shifts.max() > 31:
+        raise FixedPointError(f"a right shift of {int(shifts.max())} bits exceeds the 32-bit accumulator")
+    if rounding not in ("floor", "half_up", "half_even"):
+        raise FixedPointError(f"unknown rounding {rounding!r}")
+    return _requantize_channels(jnp.asarray(acc, jnp.int32), jnp.asarray(shifts, jnp.int32), out, rounding,
+                                overflow_mode)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _requantize_channels(q: jax.Array, shifts: jax.Array, out: Format, rounding: Rounding,
+                         overflow_mode: Overflow) -> jax.Array:
+    """`requantize` with one shift per channel (last axis), all channels at once: the same
+    arithmetic as `shift_round` per channel, with the shift a per-channel array."""
+    right, left = jnp.maximum(shifts, 0), jnp.maximum(-shifts, 0)
+    floor = jnp.right_shift(q, right)
+    rem = jnp.bitwise_and(q, jnp.left_shift(1, right) - 1)
+    half = jnp.right_shift(jnp.left_shift(1, right), 1)  # 2**(right - 1); 0 where right == 0
+    if rounding == "floor":
+        up = jnp.zeros_like(q, dtype=bool)
+    elif rounding == "half_up":
+        up = (right > 0) & (rem >= half)
+    else:
+        up = (right > 0) & ((rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1)))
+    rounded = jnp.where(shifts < 0, jnp.left_shift(q, left), floor + up.astype(jnp.int32))
+    return overflow(rounded, out, overflow_mode)
 
 
 def quantize(x, fmt: Format, *, rounding: Rounding = "half_up", overflow_mode: Overflow = "saturate"):

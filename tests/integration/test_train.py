@@ -202,7 +202,8 @@ def test_emulate_then_export_then_cpp_check_from_a_trained_run(trained, tmp_path
     assert export_main([str(cfg.run_dir), "--out", str(out), "--check"]) == 0
     assert "PASS" in capsys.readouterr().out
     accel = json.loads((out / "accelerator.json").read_text())
-    assert [layer["sparsity"]["pattern"] for layer in accel["layers"]] == ["dense", "nm", "nm", "dense"]
+    patterns = {node["name"]: node["layer"]["sparsity"]["pattern"] for node in accel["nodes"] if "layer" in node}
+    assert patterns == {"conv1": "dense", "conv2": "nm", "conv3": "nm", "head": "dense"}
     assert accel["pipeline"]["throughput"] == pytest.approx(report["hardware"]["sparse"]["throughput"], rel=1e-6)
     # a second export to the same folder is refused, and the folder is left as it was
     before = sorted(p.name for p in out.rglob("*"))

@@ -57,6 +57,20 @@ def test_per_channel_requantize():
     np.testing.assert_array_equal(got, [[63, 127], [-62, 19]])
 
 
+@pytest.mark.parametrize("rounding", ["half_up", "half_even", "floor"])
+@pytest.mark.parametrize("overflow", ["saturate", "wrap"])
+def test_per_channel_requantize_is_bit_exact_for_every_shift(rounding, overflow):
+    """One shift per channel, all channels at once: right shifts with ties, no shift, left shifts."""
+    rng = np.random.default_rng(0)
+    shifts = np.array([-3, -1, 0, 1, 2, 5, 13, 20])
+    acc = rng.integers(-2**22, 2**22, (64, len(shifts)))
+    acc[:8] = (np.arange(-4, 4)[:, None] * 2 + 1) << np.maximum(shifts - 1, 0)  # exact ties where shift > 0
+    got = np.asarray(fp.requantize(jnp.asarray(acc, jnp.int32), shifts, fp.Format(12, 0), rounding=rounding,
+                                   overflow_mode=overflow))
+    for c, shift in enumerate(shifts):
+        np.testing.assert_array_equal(got[:, c], ref.requantize(acc[:, c], int(shift), 12, rounding, overflow))
+
+
 def test_bad_formats():
     with pytest.raises(fp.FixedPointError, match="1..32 bits"):
         fp.Format(40, 0)
