@@ -11,6 +11,21 @@ pins onnx 1.8 / onnxruntime 1.7), so it lives in its own virtual environment:
 
 The script needs only the peer (no cooptim, no JAX): it writes a JSON list of
 {layer, folding, peer: {cycles, LUT, FF, BRAM, DSP}} that tests/test_cost_peer.py compares against.
+
+`--network DESIGN.json OUT.json` evaluates a whole network design written by
+`experiments/resnet18_vs_fpgaconvnet.py design` (every node with its folding) with the peer's own
+layer models, and composes them as the peer's `Partition` does (interval = the slowest node's
+latency; pipeline depth = the longest path of the nodes' pipeline depths). The wheel has no
+eltwise, split or global-pooling layer; those need fpgaconvnet-model's git source (the current
+layout), in a second environment (`fetch` gives the source where there is no network):
+
+    python3 -m venv /tmp/peer-git
+    /tmp/peer-git/bin/pip install --no-deps ./fpgaconvnet-model     # its git checkout
+    /tmp/peer-git/bin/pip install numpy networkx pydot graphviz scipy fpbinary matplotlib toml \
+        "protobuf==3.20.3" tabulate "pyparsing<3" ddt pyyaml xgboost scikit-learn pandas onnx tqdm
+
+Run the network mode in both environments: the wheel gives the hls backend's figures for the conv,
+fc, pooling and ReLU layers it has, the git source every node with its (chisel) backend.
 """
 
 import json
@@ -120,8 +135,81 @@ def time_resnet18(repeats=20):
     return (time.perf_counter() - t0) / repeats
 
 
+def _peer_layer(node: dict, api_git: bool):
+    """The peer's layer object for one node of a design, or None where this peer has no such layer."""
+    import fpgaconvnet.models.layers as L
+    h, w, c = node["in_shape"]
+    fold = node["folding"]
+    if node["type"] == "conv":
+        (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = node["kernel"], node["stride"], node["padding"]
+        if api_git:
+            return L.ConvolutionLayer(node["out_channels"], h, w, c, coarse_in=fold["coarse_in"],
+                                      coarse_out=fold["coarse_out"], coarse_group=fold["coarse_group"],
+                                      kernel_rows=kh, kernel_cols=kw, stride_rows=sh, stride_cols=sw,
+                                      groups=node["groups"], pad_top=pt, pad_bottom=pb, pad_left=pl,
+                                      pad_right=pr, fine=fold["fine"])
+        from fpgaconvnet.models.layers.hls.ConvolutionLayer import ConvolutionLayer
+        assert kh == kw and sh == sw and pt == pb == pl == pr, node["name"]
+        return ConvolutionLayer(filters=node["out_channels"], rows=h, cols=w, channels=c,
+                                coarse_in=fold["coarse_in"], coarse_out=fold["coarse_out"], kernel_size=kh,
+                                stride=sh, pad=pt, groups=node["groups"], fine=fold["fine"])
+    if node["type"] == "dense":
+        return L.InnerProductLayer(node["out_channels"], 1, 1, c, coarse_in=fold["coarse_in"],
+                                   coarse_out=fold["coarse_out"])
+    coarse = fold["coarse_in"]
+    if node["type"] == "pool":
+        (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = node["kernel"], node["stride"], node["padding"]
+        if api_git:
+            return L.PoolingLayer(h, w, c, coarse=coarse, kernel_rows=kh, kernel_cols=kw, stride_rows=sh,
+                                  stride_cols=sw, pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
+        return L.PoolingLayer(h, w, c, coarse=coarse, kernel_size=kh, stride=sh, pad=pt)
+    if node["type"] == "relu":
+        return L.ReLULayer(h, w, c, coarse=coarse)
+    if not api_git:
+        return None
+    if node["type"] == "add":
+        return L.EltWiseLayer(h, w, c, ports_in=len(node["inputs"]), coarse=coarse, op_type="add")
+    if node["type"] == "split":
+        return L.SplitLayer(h, w, c, coarse=coarse, ports_out=node["outputs"])
+    if node["type"] == "global_pool":
+        return L.GlobalPoolingLayer(h, w, c, coarse=coarse)
+    raise ValueError(f"node {node['name']}: no peer layer for type {node['type']!r}")
+
+
+def network(design_path, out_path):
+    """Every node of a design through the peer's layer models, composed as its Partition does."""
+    import inspect
+    import fpgaconvnet.models.layers as L
+
+    api_git = "kernel_rows" in inspect.signature(L.ConvolutionLayer.__init__).parameters
+    design = json.loads(open(design_path).read())
+    nodes, depth = [], {}
+    for node in design["nodes"]:
+        layer = _peer_layer(node, api_git)
+        record = {"name": node["name"], "type": node["type"]}
+        if layer is not None:
+            record.update(cycles=float(layer.latency()), pipeline_depth=float(layer.pipeline_depth()),
+                          **{k: float(v) for k, v in layer.resource().items()})
+        nodes.append(record)
+        # Partition.get_pipeline_depth_fast: a node's depth plus the deepest of its inputs
+        known = [depth[i] for i in node["inputs"] if i in depth]
+        if layer is not None and (known or node["inputs"] == ["input"]):
+            depth[node["name"]] = record["pipeline_depth"] + max(known, default=0)
+    complete = all("cycles" in n for n in nodes)
+    version = "git source (chisel backend)" if api_git else "0.1.4.2 wheel (hls backend)"
+    result = {"peer": f"fpgaconvnet-model {version}", "nodes": nodes,
+              # Partition.get_interval: the slowest node's latency (only when every node has a model)
+              "interval": max(n["cycles"] for n in nodes) if complete else None,
+              "pipeline_depth": depth.get(design["nodes"][-1]["name"]) if complete else None}
+    with open(out_path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"wrote {len(nodes)} nodes ({version}) to {out_path}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":
+    if len(sys.argv) > 1 and sys.argv[1] == "--network":
+        network(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":
         print(json.dumps({"seconds_per_network": time_resnet18()}))
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fpgaconvnet_peer.json")

@@ -1,0 +1,247 @@
+"""Dense ResNet-18 on a U250: cooptim's dataflow model against fpgaconvnet-model's, node by node.
+
+Three steps, the middle one in the peer's own environments (see benchmarks/peer_fpgaconvnet.py):
+
+    python experiments/resnet18_vs_fpgaconvnet.py design /tmp/r18_design.json
+    PEER=benchmarks/peer_fpgaconvnet.py
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /tmp/peer/bin/python $PEER --network /tmp/r18_design.json /tmp/r18_hls.json
+    /tmp/peer-git/bin/python $PEER --network /tmp/r18_design.json /tmp/r18_git.json
+    python experiments/resnet18_vs_fpgaconvnet.py merge /tmp/r18_design.json /tmp/r18_hls.json /tmp/r18_git.json \
+        tests/fixtures/fpgaconvnet_resnet18_network.json
+    python experiments/resnet18_vs_fpgaconvnet.py table tests/fixtures/fpgaconvnet_resnet18_network.json \
+        > experiments/resnet18_vs_fpgaconvnet.md
+
+`design` builds the whole graph of ResNet-18 (convs, ReLUs, max pool, forks, adds, global pool,
+fc: 56 nodes) at 16-bit data and weights, folds every node with cooptim's greedy DSE on the U250
+and writes each node with its folding. `merge` puts both peers' figures beside each node in one
+fixture (tests/unit/test_cost_peer.py reads it); `table` evaluates cooptim's model at the fixture's
+foldings and writes the comparison, per node type and per node.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+import cost_models as cm
+
+DEVICE = "u250"
+PRECISION = cm.Precision(data_bits=16, weight_bits=16)  # fpgaconvnet-model's default widths
+
+
+def _node_type(layer) -> str:
+    if isinstance(layer, cm.Conv2D):
+        return "conv"
+    if isinstance(layer, cm.Dense):
+        return "dense"
+    if isinstance(layer, cm.Pool):
+        return "pool"
+    if isinstance(layer, cm.GlobalPool):
+        return "global_pool"
+    if isinstance(layer, cm.Split):
+        return "split"
+    if isinstance(layer, cm.Elementwise):
+        return layer.op if layer.op in ("add", "relu") else "elementwise"
+    raise ValueError(f"node {layer.name}: no peer counterpart for {type(layer).__name__}")
+
+
+def design(out_path: str) -> None:
+    graph = cm.networks.resnet18()
+    net = cm.Network.build(graph, None, PRECISION)
+    device = cm.get_device(DEVICE)
+    best = cm.dse.greedy(net, cm.Density.dense(net), device)
+    cost = best.cost
+    nodes = []
+    for i, node in enumerate(graph.nodes):
+        layer = node.layer
+        record = {"name": node.name, "type": _node_type(layer), "inputs": list(node.inputs),
+                  "in_shape": list(layer.in_shape) if hasattr(layer, "in_shape") else [1, 1, layer.in_features],
+                  "folding": {k: int(np.asarray(v)[i]) for k, v in zip(cm.Folding._fields, best.folding)},
+                  "ours": {"cycles": float(cost.layer_cycles[i]), "DSP": float(cost.layer_dsp[i]),
+                           "BRAM": float(cost.layer_bram18[i]), "LUT": float(cost.layer_lut[i]),
+                           "FF": float(cost.layer_ff[i])}}
+        if isinstance(layer, (cm.Conv2D, cm.Pool)):
+            record.update(kernel=list(layer.kernel), stride=list(layer.stride),
+                          padding=[list(p) for p in layer.padding])
+        if isinstance(layer, cm.Conv2D):
+            record.update(out_channels=layer.out_channels, groups=layer.groups)
+        if isinstance(layer, cm.Dense):
+            record.update(out_channels=layer.out_features)
+        if isinstance(layer, cm.Split):
+            record.update(outputs=layer.outputs)
+        nodes.append(record)
+    clock = device.clock_mhz * 1e6
+    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": DEVICE,
+           "ours": {"interval": float(cost.interval), "latency_cycles": float(cost.latency) * clock,
+                    "DSP": float(cost.dsp), "utilisation": {k: float(v) for k, v in cost.utilisation.items()}},
+           "nodes": nodes}
+    with open(out_path, "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(f"wrote {len(nodes)} nodes to {out_path}; interval {cost.interval:,.0f} cycles", file=sys.stderr)
+
+
+def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None:
+    """One fixture: every node with its folding and the two peers' figures (tests read it)."""
+    design_ = json.loads(open(design_path).read())
+    peers = {key: json.loads(open(path).read()) for key, path in (("hls", hls_path), ("git", git_path))}
+    by_name = {key: {n["name"]: n for n in result["nodes"]} for key, result in peers.items()}
+    nodes = []
+    for node in design_["nodes"]:
+        record = {k: v for k, v in node.items() if k != "ours"}
+        for key in peers:
+            figures = {k: v for k, v in by_name[key][node["name"]].items() if k not in ("name", "type")}
+            record[key] = figures or None  # None: this peer has no such layer
+        nodes.append(record)
+    meta = {"network": design_["network"], "device": design_["device"],
+            "hls": peers["hls"]["peer"], "git": peers["git"]["peer"] + ", commit edfbeb6",
+            "git_interval": peers["git"]["interval"], "git_pipeline_depth": peers["git"]["pipeline_depth"]}
+    with open(out_path, "w") as fh:
+        json.dump({"meta": meta, "nodes": nodes}, fh, indent=1)
+
+
+def ours_at(fixture: dict) -> dict:
+    """cooptim's figures for the fixture's network and foldings: per node, and the network's."""
+    graph = cm.networks.resnet18()
+    names = [n["name"] for n in fixture["nodes"]]
+    if [n.name for n in graph.nodes] != names:
+        raise ValueError("the fixture's nodes are not cost_models.networks.resnet18()'s: regenerate it")
+    net = cm.Network.build(graph, None, PRECISION)
+    folding = cm.Folding(*(np.array([n["folding"][k] for n in fixture["nodes"]]) for k in cm.Folding._fields))
+    device = cm.get_device(fixture["meta"]["device"])
+    cost = cm.dataflow.evaluate(net, folding, cm.Density.dense(net), device)
+    per_node = {"cycles": cost.layer_cycles, "DSP": cost.layer_dsp, "BRAM": cost.layer_bram18,
+                "LUT": cost.layer_lut, "FF": cost.layer_ff}
+    return {"nodes": [{m: float(v[i]) for m, v in per_node.items()} for i in range(len(names))],
+            "interval": float(cost.interval), "latency_cycles": float(cost.latency) * device.clock_mhz * 1e6,
+            "DSP": float(cost.dsp)}
+
+
+def _rel(ours: float, peer: float) -> float:
+    return abs(ours - peer) / max(abs(peer), 1.0)
+
+
+def _agree(values: list[bool]) -> str:
+    return f"{sum(values)}/{len(values)}" if values else "no layer"
+
+
+def table(fixture_path: str) -> str:
+    fixture = json.loads(open(fixture_path).read())
+    ours = ours_at(fixture)
+    nodes, meta = fixture["nodes"], fixture["meta"]
+    hls_interval = max(n["hls"]["cycles"] for n in nodes if n["hls"])
+    lines = [
+        "# Dense ResNet-18: cooptim's dataflow model against fpgaconvnet-model",
+        "",
+        "Made by the commands in the docstring of `experiments/resnet18_vs_fpgaconvnet.py`. The "
+        "network is ResNet-18's whole graph (56 nodes) at 224x224, 16-bit data and weights, every "
+        f"node folded by cooptim's greedy DSE on the {meta['device'].upper()}. The peer evaluates each "
+        "node with that folding through its own layer models and composes them as its `Partition` "
+        "does (interval: the slowest node; latency: interval + the longest path's pipeline depth). "
+        f"Two versions of the peer: **hls** = {meta['hls']} (the version cooptim's per-layer fixture, "
+        f"`tests/fixtures/fpgaconvnet_peer.json`, matches), **git** = {meta['git']} (the current "
+        "model; the only one with eltwise, split and global-pooling layers).",
+        "",
+        "## The network",
+        "",
+        "| | cooptim | peer (hls) | peer (git) |",
+        "|---|---:|---:|---:|",
+        f"| interval (cycles per image) | {ours['interval']:,.0f} | {hls_interval:,.0f} (its nodes) | "
+        f"{meta['git_interval']:,.0f} |",
+        f"| latency, batch 1 (cycles) | {ours['latency_cycles']:,.0f} | - | "
+        f"{meta['git_interval'] + meta['git_pipeline_depth']:,.0f} |",
+        f"| DSP | {ours['DSP']:,.0f} | {sum(n['hls']['DSP'] for n in nodes if n['hls']):,.0f} (its nodes) | "
+        f"{sum(n['git']['DSP'] for n in nodes):,.0f} |",
+        "",
+        "## Agreement per node type",
+        "",
+        "Equal means equal to 1e-9 relative; BRAM18 and LUT are median relative errors.",
+        "",
+        "| type | nodes | cycles = hls | cycles = git | max cycles error vs git | DSP = hls | DSP = git "
+        "| BRAM18 vs hls | BRAM18 vs git | LUT vs hls | LUT vs git |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_type = defaultdict(list)
+    for node, mine in zip(nodes, ours["nodes"]):
+        by_type[node["type"]].append((node, mine))
+
+    def equal(mine, peer, metric):
+        return abs(mine[metric] - peer[metric]) <= 1e-9 * max(abs(peer[metric]), 1.0)
+
+    def median(pairs, key, metric):
+        errors = [_rel(m[metric], n[key][metric]) for n, m in pairs if n[key]]
+        return f"{statistics.median(errors):.2f}" if errors else "-"
+
+    for kind, pairs in by_type.items():
+        cells = [kind, str(len(pairs))]
+        cells.append(_agree([equal(m, n["hls"], "cycles") for n, m in pairs if n["hls"]]))
+        cells.append(_agree([equal(m, n["git"], "cycles") for n, m in pairs]))
+        cells.append(f"{max(_rel(m['cycles'], n['git']['cycles']) for n, m in pairs):.3f}")
+        cells.append(_agree([equal(m, n["hls"], "DSP") for n, m in pairs if n["hls"]]))
+        cells.append(_agree([equal(m, n["git"], "DSP") for n, m in pairs]))
+        cells += [median(pairs, "hls", "BRAM"), median(pairs, "git", "BRAM"), median(pairs, "hls", "LUT"),
+                  median(pairs, "git", "LUT")]
+        lines.append("| " + " | ".join(cells) + " |")
+    by_name = {n["name"]: (n, m) for n, m in zip(nodes, ours["nodes"])}
+    conv, conv_mine = by_name["layer1.0.conv1"]
+    pool, pool_mine = by_name["avgpool"]
+    add_bram = [m["BRAM"] for n, m in by_type["add"]]
+    lines += [
+        "",
+        "## Reading it",
+        "",
+        "- Convolution cycles equal the hls wheel's on all 20 convs (as on the 288 layers of the "
+        "per-layer fixture). The current git model counts one window per output position, Ho x Wo; "
+        "the wheel, and cooptim, count the windows the sliding window walks over the padded input, "
+        "((Ho-1)S+K)^2/S^2. They agree on the unpadded 1x1 convs and the fc, and differ most on the "
+        "7x7 maps (9^2/7^2 = 1.65). We have not measured which of the two a board follows; the "
+        "fixture's move to the git source is in the cost-fidelity issue.",
+        "- ReLU, max pool, split and add cycles equal the git model's (the wheel's max pool pads one "
+        "row and column less). The global pool is the one deliberate difference: the git model's "
+        f"latency is C / coarse ({pool['git']['cycles']:,.0f} cycles) and it counts reading the "
+        "7x7xC input as pipeline depth; cooptim counts that read in the interval "
+        f"({pool_mine['cycles']:,.0f} cycles), the rate at which a streaming engine can take its input.",
+        "- DSP equal the hls wheel's on every node it has. The chisel backend puts the accumulators in "
+        f"logic, not DSPs (layer1.0.conv1: {conv['git']['DSP']:,.0f} against {conv_mine['DSP']:,.0f}).",
+        "- The interval follows: cooptim's equals the wheel's over the nodes the wheel has; the git "
+        "model's is lower because of its lower conv cycles (its bottleneck is the max pool).",
+        "- Latency: the peer adds each node's own pipeline depth at the node's own rate to one "
+        "interval; cooptim multiplies each node's fill fraction by the network interval (a node "
+        "downstream of the bottleneck receives its input at the bottleneck's rate) and counts the "
+        "global pool and the fc, which need their whole input, as a full interval each. Neither is "
+        "measured here; cooptim's is the pessimistic one.",
+        f"- BRAM18: each residual add holds its skip FIFO ({min(add_bram):.0f}-{max(add_bram):.0f} BRAM18 "
+        "here); fpgaConvNet sizes those buffers in its hardware generator, not in its model, so both "
+        "peers count none. The peer's two backends differ by 5x in conv LUTs "
+        f"(layer1.0.conv1: hls {conv['hls']['LUT']:,.0f}, chisel {conv['git']['LUT']:,.0f}); cooptim's "
+        "LUT model is fitted to the hls backend.",
+    ]
+    lines += ["", "## Every node", "",
+              "| node | type | ci/co/cg/fine | cycles: ours | hls | git | DSP: ours | hls | git "
+              "| BRAM18: ours | hls | git |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(figures, metric):
+        return f"{figures[metric]:,.0f}" if figures else "-"
+
+    for node, mine in zip(nodes, ours["nodes"]):
+        f = node["folding"]
+        lines.append(f"| {node['name']} | {node['type']} | {f['coarse_in']}/{f['coarse_out']}/"
+                     f"{f['coarse_group']}/{f['fine']} | " + " | ".join(
+                         cell(src, metric) for metric in ("cycles", "DSP", "BRAM")
+                         for src in (mine, node["hls"], node["git"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "design":
+        design(sys.argv[2])
+    elif len(sys.argv) == 6 and sys.argv[1] == "merge":
+        merge(*sys.argv[2:])
+    elif len(sys.argv) == 3 and sys.argv[1] == "table":
+        print(table(sys.argv[2]), end="")
+    else:
+        sys.exit(__doc__)
