@@ -24,7 +24,9 @@ layout), in a second environment (`fetch` gives the source where there is no net
     /tmp/peer-git/bin/pip install numpy networkx pydot graphviz scipy fpbinary matplotlib toml \
         "protobuf==3.20.3" tabulate "pyparsing<3" ddt pyyaml xgboost scikit-learn pandas onnx tqdm
 
-Run the network mode in both environments: the wheel gives the hls backend's figures for the conv,
+`--parse FILE` reads an exported `fpgaconvnet.json` with the git source's own protobuf
+(tests/integration/test_export_graphs.py runs it where COOPTIM_PEER_PYTHON names that environment's
+python). Run the network mode in both environments: the wheel gives the hls backend's figures for the conv,
 fc, pooling and ReLU layers it has, the git source every node with its (chisel) backend.
 """
 
@@ -206,8 +208,22 @@ def network(design_path, out_path):
     print(f"wrote {len(nodes)} nodes ({version}) to {out_path}")
 
 
+def parse(path):
+    """Parse an exported fpgaconvnet.json with the peer's own protobuf (git source): its layers."""
+    from google.protobuf import json_format
+    from fpgaconvnet.proto import fpgaconvnet_pb2
+
+    message = json_format.Parse(open(path).read(), fpgaconvnet_pb2.partitions())
+    layers = [{"name": layer.name, "type": fpgaconvnet_pb2.layer.layer_type.Name(layer.type),
+               "inputs": [s.node for s in layer.streams_in], "outputs": [s.node for s in layer.streams_out]}
+              for partition in message.partition for layer in partition.layers]
+    print(json.dumps({"partitions": len(message.partition), "layers": layers}))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--network":
+    if len(sys.argv) > 1 and sys.argv[1] == "--parse":
+        parse(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--network":
         network(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":
         print(json.dumps({"seconds_per_network": time_resnet18()}))

@@ -5,7 +5,10 @@ pattern that has an exported layout on some node, and an input that saturates re
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,9 +54,8 @@ def random_dataset(rng, train=48, test=4) -> Dataset:
     return Dataset("random", source(slice(0, train)), source(slice(train, None)), 10, SHAPE)
 
 
-@needs_gpp
-@pytest.mark.parametrize("name", list(NETWORKS))
-def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path):
+def _export(name, tmp_path):
+    """The network `name` at reduced width, random weights, one pattern per chosen node, exported."""
     width, where = NETWORKS[name]
     cfg = config_lib.from_dict({
         "name": f"export_{name}", "model": {"name": name, "width": width},
@@ -66,7 +68,14 @@ def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path)
     dataset = random_dataset(rng)
     images, _ = dataset.train.get(np.arange(len(dataset.train)))
     net = narrowed(q.calibrate_graph(model, images, cfg.hardware), images)
-    out = ex.export_model(cfg, model, dataset, net, tmp_path / "export", vectors=2)
+    return net, ex.export_model(cfg, model, dataset, net, tmp_path / "export", vectors=2)
+
+
+@needs_gpp
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path):
+    where = NETWORKS[name][1]
+    net, out = _export(name, tmp_path)
 
     config = json.loads((out / "accelerator.json").read_text())
     patterns = {n["name"]: n["layer"]["sparsity"]["pattern"] for n in config["nodes"] if "layer" in n}
@@ -82,3 +91,31 @@ def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path)
     assert sum(trace[n["name"]]["saturated"] for n in merges) > 0
     assert sum(trace[layer.name]["saturated"] for layer in net.layers) > 0
     _check_with_gpp(net, out)
+
+
+PEER_PYTHON = os.environ.get("COOPTIM_PEER_PYTHON")
+
+
+@pytest.mark.skipif(not PEER_PYTHON, reason="COOPTIM_PEER_PYTHON does not name a python with fpgaconvnet-model's "
+                    "git source (its own environment: benchmarks/peer_fpgaconvnet.py)")
+def test_fpgaconvnet_json_parses_with_the_peers_own_protobuf(tmp_path):
+    net, out = _export("resnet20", tmp_path)
+    script = Path(__file__).parents[2] / "benchmarks" / "peer_fpgaconvnet.py"
+    run = subprocess.run([PEER_PYTHON, str(script), "--parse", str(out / "fpgaconvnet.json")],
+                         capture_output=True, text=True, check=True)
+    parsed = json.loads(run.stdout)
+    config = json.loads((out / "accelerator.json").read_text())
+    assert parsed["partitions"] == 1
+    assert [layer["name"] for layer in parsed["layers"]] == [n["name"] for n in config["nodes"]]
+    types = {layer["name"]: layer["type"] for layer in parsed["layers"]}
+    # the proto names fpgaConvNet's GlobalPooling layer AVERAGE_POOLING (tools/layer_enum.py)
+    expected = {"conv": "CONVOLUTION", "dense": "INNER_PRODUCT", "add": "ELTWISE", "split": "SPLIT",
+                "relu": "RELU", "global_pool": "AVERAGE_POOLING"}
+    for node in config["nodes"]:
+        if node["op"] in expected:
+            assert types[node["name"]] == expected[node["op"]], node["name"]
+    # every stream joins the same two nodes as an edge of accelerator.json (fpgaConvNet names the
+    # layer itself as the far end of the partition's input and output streams)
+    edges = {(e["from"], e["to"]) for e in config["edges"] if e["from"] != "input"}
+    streams = {(layer["name"], to) for layer in parsed["layers"] for to in layer["outputs"] if to != layer["name"]}
+    assert streams == edges
