@@ -215,7 +215,10 @@ def parse(path):
 
     message = json_format.Parse(open(path).read(), fpgaconvnet_pb2.partitions())
     layers = [{"name": layer.name, "type": fpgaconvnet_pb2.layer.layer_type.Name(layer.type),
-               "inputs": [s.node for s in layer.streams_in], "outputs": [s.node for s in layer.streams_out]}
+               "op_type": layer.op_type, "inputs": [s.node for s in layer.streams_in],
+               "outputs": [s.node for s in layer.streams_out],
+               "skip_all_zero_window": bool(layer.parameters.skip_all_zero_window),
+               "sparsity": len(layer.parameters.sparsity)}
               for partition in message.partition for layer in partition.layers]
     print(json.dumps({"partitions": len(message.partition), "layers": layers}))
 

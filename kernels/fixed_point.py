@@ -81,7 +81,15 @@ def frac_for_range(max_abs: float, bits: int, signed: bool = True) -> int:
 
 def overflow(q: jax.Array, fmt: Format, mode: Overflow = "saturate") -> jax.Array:
     """Brings integers into `fmt`'s range by saturating or two's-complement wrapping (int32 in/out)."""
+    if mode not in ("saturate", "wrap"):
+        raise FixedPointError(f"unknown overflow mode {mode!r}")
     q = jnp.asarray(q)
+    # Called eagerly (the emulation runs node by node), one compiled program per (shape, format,
+    # mode) instead of one per operation; inside a trace (a jit, a Pallas kernel) plain operations.
+    return _overflow_impl(q, fmt, mode) if isinstance(q, jax.core.Tracer) else _overflow_jit(q, fmt, mode)
+
+
+def _overflow_impl(q: jax.Array, fmt: Format, mode: Overflow) -> jax.Array:
     if mode == "saturate":
         return jnp.clip(q, fmt.min_int, fmt.max_int).astype(jnp.int32)
     if mode == "wrap":
@@ -90,7 +98,9 @@ def overflow(q: jax.Array, fmt: Format, mode: Overflow = "saturate") -> jax.Arra
         # int32 arithmetic is exact modulo 2**32, so the low `bits` bits of q - min are right
         low = jnp.bitwise_and(q.astype(jnp.int32) - fmt.min_int, (1 << fmt.bits) - 1)
         return (low + fmt.min_int).astype(jnp.int32)
-    raise FixedPointError(f"unknown overflow mode {mode!r}")
+
+
+_overflow_jit = jax.jit(_overflow_impl, static_argnums=(1, 2))
 
 
 def shift_round(q: jax.Array, shift: int, rounding: Rounding = "half_up") -> jax.Array:
@@ -98,11 +108,20 @@ def shift_round(q: jax.Array, shift: int, rounding: Rounding = "half_up") -> jax
 
     Integer only: an arithmetic right shift after adding the rounding constant.
     """
-    q = jnp.asarray(q, jnp.int32)
-    if shift <= 0:
-        return jnp.left_shift(q, -shift)
     if shift > 31:
         raise FixedPointError(f"a right shift of {shift} bits exceeds the 32-bit accumulator")
+    if rounding not in ("floor", "half_up", "half_even"):
+        raise FixedPointError(f"unknown rounding {rounding!r}")
+    q = jnp.asarray(q, jnp.int32)
+    shift = int(shift)
+    # as `overflow`: one compiled program per (shape, shift, rounding) when called eagerly
+    return _shift_round_impl(q, shift, rounding) if isinstance(q, jax.core.Tracer) else \
+        _shift_round_jit(q, shift, rounding)
+
+
+def _shift_round_impl(q: jax.Array, shift: int, rounding: Rounding) -> jax.Array:
+    if shift <= 0:
+        return jnp.left_shift(q, -shift)
     floor = jnp.right_shift(q, shift)  # arithmetic: rounds towards -infinity
     if rounding == "floor":
         return floor
@@ -110,10 +129,11 @@ def shift_round(q: jax.Array, shift: int, rounding: Rounding = "half_up") -> jax
     half = 1 << (shift - 1)
     if rounding == "half_up":
         return floor + (rem >= half).astype(jnp.int32)
-    if rounding == "half_even":
-        up = (rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1))
-        return floor + up.astype(jnp.int32)
-    raise FixedPointError(f"unknown rounding {rounding!r}")
+    up = (rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1))  # half_even
+    return floor + up.astype(jnp.int32)
+
+
+_shift_round_jit = jax.jit(_shift_round_impl, static_argnums=(1, 2))
 
 
 def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding = "half_up",

@@ -189,9 +189,7 @@ def sparse_matmul(x, values, indices, n: int, m: int, *, impl: str | None = None
     backend.check_acc_bits(acc_bits, NMError)
     out_dtype = jnp.int32 if integer else jnp.float32
     if backend.resolve(impl) == "xla":
-        dense = _expand(values, indices, n, m)
-        acc = jnp.dot(x, dense, preferred_element_type=out_dtype)
-        return backend.finish_accumulator(acc, acc_bits, acc_overflow) if integer else acc
+        return _sparse_matmul_xla(x, values, indices, n, m, integer, acc_bits, acc_overflow)
     rows, cols = x.shape[0], values.shape[1]
     bm, bn = _block(rows, block[0]), _block(cols, block[1])
     kernel = functools.partial(_kernel, n=n, m=m, integer=integer, acc_bits=acc_bits, acc_overflow=acc_overflow)
@@ -207,6 +205,14 @@ def sparse_matmul(x, values, indices, n: int, m: int, *, impl: str | None = None
     )(x, values, indices)
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _sparse_matmul_xla(x, values, indices, n, m, integer, acc_bits, acc_overflow):
+    """sparse_matmul's plain-XLA path (one compiled program per shape, not one per operation)."""
+    dense = _expand(values, indices, n, m)
+    acc = jnp.dot(x, dense, preferred_element_type=jnp.int32 if integer else jnp.float32)
+    return backend.finish_accumulator(acc, acc_bits, acc_overflow) if integer else acc
+
+
 # ------------------------------------------------------------------------------ conv
 
 
@@ -215,12 +221,24 @@ def im2col(x, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0))):
     (the row order of an HWIO weight reshaped to a matrix). Works for any dtype, exactly."""
     b, h, w, c = x.shape
     kh, kw = kernel
+    ho = (h + sum(padding[0]) - kh) // stride[0] + 1
+    wo = (w + sum(padding[1]) - kw) // stride[1] + 1
+    static = (tuple(kernel), tuple(stride), tuple(map(tuple, padding)))
+    return _im2col(x, *static), (b, ho, wo)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _im2col(x, kernel, stride, padding):
+    # one compiled program per shape: outside jit, each of the K_h x K_w strided slices would be
+    # dispatched (and compiled) on its own
+    b, h, w, c = x.shape
+    kh, kw = kernel
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     ho = (h + sum(padding[0]) - kh) // stride[0] + 1
     wo = (w + sum(padding[1]) - kw) // stride[1] + 1
     taps = [xp[:, i:i + stride[0] * (ho - 1) + 1:stride[0], j:j + stride[1] * (wo - 1) + 1:stride[1], :]
             for i in range(kh) for j in range(kw)]
-    return jnp.concatenate(taps, axis=-1).reshape(b * ho * wo, kh * kw * c), (b, ho, wo)
+    return jnp.concatenate(taps, axis=-1).reshape(b * ho * wo, kh * kw * c)
 
 
 def conv2d(x, values, indices, n: int, m: int, kernel_shape: tuple[int, int, int, int], *,

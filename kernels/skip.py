@@ -100,11 +100,7 @@ def skip_matmul(x, w, *, spatial_mask=None, channel_mask=None, group: int = 1, t
         raise SkipError(f"out must be (B, P, F) = {(b, p, f)}, got {base.shape}")
 
     if backend.resolve(impl) == "xla":
-        y = jnp.einsum("bpk,kf->bpf", x, w, preferred_element_type=out_dtype)
-        if integer:
-            y = backend.finish_accumulator(y, acc_bits, acc_overflow)
-        active = spatial[:, :, None] & jnp.repeat(channel, group, axis=1)[:, None, :]
-        return jnp.where(active, y, base)
+        return _skip_xla(x, w, spatial, channel, base, group, integer, acc_bits, acc_overflow)
 
     tiles, tcount = active_list(spatial.reshape(b, p // tile, tile).any(-1))
     groups, gcount = active_list(channel)
@@ -127,6 +123,16 @@ def skip_matmul(x, w, *, spatial_mask=None, channel_mask=None, group: int = 1, t
         input_output_aliases={7: 0},  # the base buffer (after 4 scalar lists, x, w, mask) is the output
         interpret=backend.interpret(),
     )(tiles, tcount, groups, gcount, x, w, spatial.astype(jnp.int32)[..., None], base)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
+def _skip_xla(x, w, spatial, channel, base, group, integer, acc_bits, acc_overflow):
+    """skip_matmul's plain-XLA path (one compiled program per shape, not one per operation)."""
+    y = jnp.einsum("bpk,kf->bpf", x, w, preferred_element_type=base.dtype)
+    if integer:
+        y = backend.finish_accumulator(y, acc_bits, acc_overflow)
+    active = spatial[:, :, None] & jnp.repeat(channel, group, axis=1)[:, None, :]
+    return jnp.where(active, y, base)
 
 
 # ------------------------------------------------------------------------------ CSP cascades

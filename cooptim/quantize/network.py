@@ -81,8 +81,13 @@ def _im2col(layer: QuantLayer, x: np.ndarray) -> np.ndarray:
     b = x.shape[0]
     if layer.kind == "dense":
         return x.reshape(b, 1, -1)
-    cols, (b, ho, wo) = nm_kernels.im2col(jnp.asarray(x), layer.kernel, layer.stride, layer.padding)
-    return np.asarray(cols).reshape(b, ho * wo, -1)
+    # kernels.nm.im2col's row order (taps outermost, channels fastest), in NumPy: an exact copy of
+    # integers, with nothing to compile for each of the emulation's layer and batch shapes
+    (sh, sw), (kh, kw) = layer.stride, layer.kernel
+    padded = np.pad(x, ((0, 0), *layer.padding, (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    ho, wo = windows.shape[1:3]
+    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(b, ho * wo, -1)
 
 
 def gates_of(layer: QuantLayer, x: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

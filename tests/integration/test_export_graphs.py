@@ -5,10 +5,7 @@ pattern that has an exported layout on some node, and an input that saturates re
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from cooptim import nn
 from cooptim import quantize as q
 from cooptim.data import ArraySource, Dataset
 
-from test_export import _check_with_gpp, _int8_inputs, narrowed
+from test_export import _check_with_gpp, _int8_inputs, narrowed, needs_peer, parse_with_peer
 from test_quantize_networks import randomize_batch_norms
 
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -93,17 +90,10 @@ def test_a_residual_network_exports_bit_exact_with_every_pattern(name, tmp_path)
     _check_with_gpp(net, out)
 
 
-PEER_PYTHON = os.environ.get("COOPTIM_PEER_PYTHON")
-
-
-@pytest.mark.skipif(not PEER_PYTHON, reason="COOPTIM_PEER_PYTHON does not name a python with fpgaconvnet-model's "
-                    "git source (its own environment: benchmarks/peer_fpgaconvnet.py)")
+@needs_peer
 def test_fpgaconvnet_json_parses_with_the_peers_own_protobuf(tmp_path):
     net, out = _export("resnet20", tmp_path)
-    script = Path(__file__).parents[2] / "benchmarks" / "peer_fpgaconvnet.py"
-    run = subprocess.run([PEER_PYTHON, str(script), "--parse", str(out / "fpgaconvnet.json")],
-                         capture_output=True, text=True, check=True)
-    parsed = json.loads(run.stdout)
+    parsed = parse_with_peer(out / "fpgaconvnet.json")
     config = json.loads((out / "accelerator.json").read_text())
     assert parsed["partitions"] == 1
     assert [layer["name"] for layer in parsed["layers"]] == [n["name"] for n in config["nodes"]]

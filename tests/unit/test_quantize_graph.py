@@ -105,3 +105,19 @@ def test_max_pool_with_padding_and_subsample_by_hand():
                                [x], "half_up")
     assert shortcut.shape == (1, 2, 2, 3)
     assert shortcut[0, :, :, 0].tolist() == [[-8, -6], [0, 2]] and not shortcut[..., 1:].any()
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [((3, 3), (1, 1), ((1, 1), (1, 1))),
+                                                   ((3, 3), (2, 2), ((0, 1), (0, 1))),
+                                                   ((1, 1), (2, 2), ((0, 0), (0, 0))),
+                                                   ((7, 7), (2, 2), ((3, 3), (3, 3)))])
+def test_the_emulations_im2col_rows_are_the_kernels(kernel, stride, padding):
+    """The integer layers cut their input into rows in NumPy; the rows must be kernels.nm.im2col's
+    (the order the weights are laid out in), for strides and asymmetric padding too."""
+    from cooptim.quantize.network import _im2col
+    from kernels import nm
+
+    x = RNG.integers(-128, 128, size=(2, 9, 11, 5), dtype=np.int8)
+    layer = type("Layer", (), {"kind": "conv", "kernel": kernel, "stride": stride, "padding": padding})()
+    expected, (b, ho, wo) = nm.im2col(x, kernel, stride, padding)
+    np.testing.assert_array_equal(_im2col(layer, x), np.asarray(expected).reshape(b, ho * wo, -1))
