@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from flax import nnx
 
 from cooptim import data as data_lib
 from cooptim import nn
 from cooptim.config import Config
 from cooptim.hardware import hardware_report
+
+
+@nnx.jit
+def _mask_and_weight(layer) -> tuple:
+    """A sparse layer's keep-mask and effective weight, one compiled program per layer (eagerly,
+    a method's mask is dozens of small operations, each compiled on its own)."""
+    return layer.mask(), layer.effective_kernel()
 
 
 def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
@@ -19,7 +27,7 @@ def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     for desc in descriptions:
         layer = layers[desc.name]
-        mask = np.asarray(layer.mask())
+        mask, weight = (np.asarray(a) for a in _mask_and_weight(layer))
         density = gates[desc.name]["density"] if desc.name in gates else float(mask.mean())
         method = layer.current_method()  # with its learned density, under co-optimization
         check = method.check(mask, layer.layout)
@@ -32,7 +40,7 @@ def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
             "density": density,
             "weight_density": float(mask.mean()),
             "params": desc.params,
-            "nonzero_params": int(np.count_nonzero(np.asarray(layer.effective_kernel()))),
+            "nonzero_params": int(np.count_nonzero(weight)),
             "macs": desc.macs,
             "effective_macs": desc.macs * density,
             "pattern_ok": check.ok,
@@ -42,7 +50,7 @@ def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
 
 
 def masks_of(model) -> dict[str, np.ndarray]:
-    return {layer.layer_name: np.asarray(layer.mask(), np.uint8) for _, layer in nn.sparse_layers(model)}
+    return {layer.layer_name: np.asarray(_mask_and_weight(layer)[0], np.uint8) for _, layer in nn.sparse_layers(model)}
 
 
 def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
