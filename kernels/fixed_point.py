@@ -153,15 +153,27 @@ def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding
         raise FixedPointError(f"a right shift of {int(shifts.max())} bits exceeds the 32-bit accumulator")
     if rounding not in ("floor", "half_up", "half_even"):
         raise FixedPointError(f"unknown rounding {rounding!r}")
-    return _requantize_channels(jnp.asarray(acc, jnp.int32), jnp.asarray(shifts, jnp.int32), out, rounding,
-                                overflow_mode)
+    if isinstance(acc, jax.core.Tracer):
+        return _requantize_channels(jnp.asarray(acc, jnp.int32), jnp.asarray(shifts, jnp.int32), out, rounding,
+                                    overflow_mode)
+    # Concrete values (the emulation, node by node): element-wise on the flattened values, padded
+    # to a power-of-two length, so that a few compiled programs serve every layer and batch shape.
+    values = np.asarray(acc, np.int32)
+    size = values.size
+    padded = 1 << max(size - 1, 0).bit_length()
+    flat = np.zeros(padded, np.int32)
+    flat[:size] = values.ravel()
+    flat_shifts = np.zeros(padded, np.int32)
+    flat_shifts[:size] = np.broadcast_to(shifts.astype(np.int32), values.shape).ravel()
+    result = _requantize_channels(jnp.asarray(flat), jnp.asarray(flat_shifts), out, rounding, overflow_mode)
+    return jnp.asarray(np.asarray(result)[:size].reshape(values.shape))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _requantize_channels(q: jax.Array, shifts: jax.Array, out: Format, rounding: Rounding,
                          overflow_mode: Overflow) -> jax.Array:
-    """`requantize` with one shift per channel (last axis), all channels at once: the same
-    arithmetic as `shift_round` per channel, with the shift a per-channel array."""
+    """`requantize` with one shift per channel (last axis) or per element (`shifts` broadcast to
+    `q`'s shape), all at once: the same arithmetic as `shift_round`, with the shift an array."""
     right, left = jnp.maximum(shifts, 0), jnp.maximum(-shifts, 0)
     floor = jnp.right_shift(q, right)
     rem = jnp.bitwise_and(q, jnp.left_shift(1, right) - 1)

@@ -88,19 +88,20 @@ def skip_matmul(x, w, *, spatial_mask=None, channel_mask=None, group: int = 1, t
     tile = p if tile is None else tile
     if p % tile:
         raise SkipError(f"tile {tile} does not divide the {p} positions")
-    spatial = jnp.ones((b, p), bool) if spatial_mask is None else jnp.asarray(spatial_mask, bool)
-    channel = jnp.ones((b, f // group), bool) if channel_mask is None else jnp.asarray(channel_mask, bool)
-    if spatial.shape != (b, p):
-        raise SkipError(f"spatial_mask must be (B, P) = {(b, p)}, got {spatial.shape}")
-    if channel.shape != (b, f // group):
-        raise SkipError(f"channel_mask must be (B, F / group) = {(b, f // group)}, got {channel.shape}")
+    if spatial_mask is not None and np.shape(spatial_mask) != (b, p):
+        raise SkipError(f"spatial_mask must be (B, P) = {(b, p)}, got {np.shape(spatial_mask)}")
+    if channel_mask is not None and np.shape(channel_mask) != (b, f // group):
+        raise SkipError(f"channel_mask must be (B, F / group) = {(b, f // group)}, got {np.shape(channel_mask)}")
+    if out is not None and np.shape(out) != (b, p, f):
+        raise SkipError(f"out must be (B, P, F) = {(b, p, f)}, got {np.shape(out)}")
     out_dtype = jnp.int32 if integer else jnp.float32
-    base = jnp.zeros((b, p, f), out_dtype) if out is None else jnp.asarray(out, out_dtype)
-    if base.shape != (b, p, f):
-        raise SkipError(f"out must be (B, P, F) = {(b, p, f)}, got {base.shape}")
 
     if backend.resolve(impl) == "xla":
-        return _skip_xla(x, w, spatial, channel, base, group, integer, acc_bits, acc_overflow)
+        return _skip_xla(x, w, spatial_mask, channel_mask, out, group, integer, acc_bits, acc_overflow)
+
+    spatial = jnp.ones((b, p), bool) if spatial_mask is None else jnp.asarray(spatial_mask, bool)
+    channel = jnp.ones((b, f // group), bool) if channel_mask is None else jnp.asarray(channel_mask, bool)
+    base = jnp.zeros((b, p, f), out_dtype) if out is None else jnp.asarray(out, out_dtype)
 
     tiles, tcount = active_list(spatial.reshape(b, p // tile, tile).any(-1))
     groups, gcount = active_list(channel)
@@ -127,12 +128,19 @@ def skip_matmul(x, w, *, spatial_mask=None, channel_mask=None, group: int = 1, t
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
 def _skip_xla(x, w, spatial, channel, base, group, integer, acc_bits, acc_overflow):
-    """skip_matmul's plain-XLA path (one compiled program per shape, not one per operation)."""
-    y = jnp.einsum("bpk,kf->bpf", x, w, preferred_element_type=base.dtype)
+    """skip_matmul's plain-XLA path (one compiled program per shape, not one per operation); a
+    mask or `base` of None: everything active, zeros."""
+    out_dtype = jnp.int32 if integer else jnp.float32
+    y = jnp.einsum("bpk,kf->bpf", x, w, preferred_element_type=out_dtype)
     if integer:
         y = backend.finish_accumulator(y, acc_bits, acc_overflow)
+    if spatial is None and channel is None:
+        return y
+    b, p, f = y.shape
+    spatial = jnp.ones((b, p), bool) if spatial is None else jnp.asarray(spatial, bool)
+    channel = jnp.ones((b, f // group), bool) if channel is None else jnp.asarray(channel, bool)
     active = spatial[:, :, None] & jnp.repeat(channel, group, axis=1)[:, None, :]
-    return jnp.where(active, y, base)
+    return jnp.where(active, y, jnp.zeros_like(y) if base is None else jnp.asarray(base, out_dtype))
 
 
 # ------------------------------------------------------------------------------ CSP cascades
