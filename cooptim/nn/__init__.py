@@ -12,8 +12,8 @@ from flax import nnx
 from cooptim.config import Config, ConfigError, SparsityConfig
 from cooptim.nn.blocks import graph_of
 from cooptim.nn.gates import GateRecord
-from cooptim.nn.layers import (DensityLogit, InputThreshold, LayerSparsity, Progress, SparseConv, SparseDense,
-                               SparseLayer, StoredMask, refresh_masks, set_progress)
+from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer, refresh_masks, set_progress
+from cooptim.nn.variables import DensityLogit, InputThreshold, LayerSparsity, Progress, StoredMask
 from cooptim.nn.taps import ActivationKept, GateTap, LayerInput, capture
 from cooptim.nn.models import MODELS, CifarResNet, DigitsCNN, resnet20
 from cooptim.sparsity import BalancedGroup, SparsityError, SparsityMethod
