@@ -76,7 +76,6 @@ def resnet20_int_forward(batch, impl):
     """An integer ResNet-20 forward (random 2:4 int8 weights, stem and head dense) as a function
     of the int8 input; returns the int32 logits."""
     rng = np.random.default_rng(1)
-    convs = []
 
     def conv(c_in, c_out, stride, sparse=True):
         w = rng.integers(-128, 128, (3, 3, c_in, c_out)).astype(np.int8)

@@ -23,7 +23,10 @@ def smooth_max(x: jax.Array, temperature: float | None, axis: int = -1) -> jax.A
     """max(x) along `axis` for positive x; with a temperature, the log-space log-sum-exp."""
     if temperature is None:
         return jnp.max(x, axis=axis)
-    logs = jnp.log(x) / temperature
+    # A zero entry (a layer with no work left) has log -inf and no weight; the double where keeps
+    # its gradient 0, the limit, rather than 0 x inf = NaN.
+    positive = x > 0
+    logs = jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)) / temperature, -jnp.inf)
     return jnp.exp(temperature * jax.nn.logsumexp(logs, axis=axis))
 
 

@@ -209,6 +209,24 @@ def binomial_pmf(n, p: jax.Array) -> jax.Array:
     return jnp.exp(jnp.asarray(log_comb, log_p.dtype) + p_term + q_term)
 
 
+def expected_lane_max(n, p: jax.Array, lanes: int) -> jax.Array:
+    """E[max of `lanes` independent Binomial(n, p)]: the cycles of a PE array whose `lanes`
+    multipliers step together, each through its own n weights, skipping zeros (Kang, TCSVT 2019:
+    unstructured sparsity leaves the lanes unequally loaded and all wait for the fullest).
+
+    E[max] = sum_{k >= 1} P[max >= k] = sum_{k=1}^{n} (1 - F(k-1)^lanes), F the Binomial CDF;
+    exact and differentiable in p. `n`: a static int or a NumPy int array broadcastable with p.
+    """
+    pmf = binomial_pmf(n, p)
+    cdf = jnp.clip(jnp.cumsum(pmf, axis=-1), 0.0, 1.0)[..., :-1]  # F(0) .. F(max n - 1)
+    k = np.arange(1, int(np.max(n)) + 1)
+    below = k <= np.asarray(n)[..., None]  # the terms k = 1 .. n of each entry
+    # F^lanes in log space (F can be ~1e-30 for a large window at a high density)
+    all_below = jnp.exp(lanes * jnp.log(jnp.where(cdf > 0, cdf, 1.0)))
+    all_below = jnp.where(cdf > 0, all_below, 0.0)
+    return jnp.where(below, 1.0 - all_below, 0.0).sum(-1)
+
+
 def soft_ceil(y: jax.Array, max_value: int, temperature: float | None) -> jax.Array:
     """ceil(y) for 0 <= y <= max_value; with a temperature, a smooth version that tends to it.
 

@@ -59,6 +59,33 @@ def test_dpacs_channel_mask_precomputation_saves_weight_loads():
     assert float(c_pre.compute_cycles[0]) > float(full.compute_cycles[0]) / 4
 
 
+@pytest.mark.parametrize("n, p, lanes", [(9, 0.5, 4), (72, 0.25, 256), (288, 0.1, 64), (16, 1.0, 8), (16, 0.0, 8)])
+def test_expected_lane_max_matches_sampling(n, p, lanes):
+    """E[max of `lanes` Binomial(n, p)] against 20,000 sampled PE-array steps."""
+    samples = np.random.default_rng(0).binomial(n, p, size=(20_000, lanes)).max(axis=1)
+    got = float(sp.expected_lane_max(n, jnp.float32(p), lanes))
+    assert got == pytest.approx(samples.mean(), rel=0.01, abs=0.01)
+
+
+def test_kang_balanced_groups_beat_unstructured_by_the_lane_imbalance():
+    """Kang (TCSVT 2019): at the same density, balanced groups keep every lane equally loaded and
+    unstructured sparsity makes the array wait for its fullest lane."""
+    conv = Conv2D("c", (16, 16, 64), 64)  # per lane: 9 taps x 64 / 16 channels = 36 weights
+    density = df.Density(np.array([0.25], np.float32), np.array([1.0], np.float32))
+    kang = df.Network.build([conv], [sp.BalancedGroupPattern(keep=4, group=16)])
+    free = df.Network.build([conv], [sp.UnstructuredPattern()])
+    engine = overlay.Engine(16, 16)
+    balanced = float(overlay.evaluate(kang, engine, density, ZCU102).compute_cycles[0])
+    unstructured = float(overlay.evaluate(free, engine, density, ZCU102).compute_cycles[0])
+    assert balanced == 16 * 256 * 9 * 0.25  # 4 x 4 tiles x 256 positions x 9 taps, a quarter kept
+    imbalance = np.random.default_rng(1).binomial(36, 0.25, size=(20_000, 256)).max(axis=1).mean() / 9
+    assert unstructured / balanced == pytest.approx(imbalance, rel=0.01)
+    assert unstructured / balanced > 1.8  # the fullest of 256 lanes holds about twice the mean
+    # the MACs done are the same; only the time differs
+    effective = [float(overlay.evaluate(n, engine, density, ZCU102).effective_macs) for n in (kang, free)]
+    assert effective[0] == effective[1]
+
+
 def test_grad_and_vmap_over_density():
     net = df.Network.build([Conv2D("a", (8, 8, 16), 16), Conv2D("b", (8, 8, 16), 32)],
                            [sp.NMPattern(2, 4), sp.DynamicPattern()])
