@@ -8,7 +8,7 @@ Pure JAX/NumPy: importable without Flax or cooptim.
     best = cm.dse.greedy(net, cm.Density.from_patterns(net), cm.get_device("u250"))
 """
 
-from cost_models import dataflow, dse, graph, networks, overlay, relax, sparsity
+from cost_models import dataflow, dse, graph, networks, overlay, relax, sparsity, training
 from cost_models.dataflow import (Cost, CostModelError, Density, EnergyParams, Folding, Network,
                                   Precision, ResourceParams, evaluate)
 from cost_models.devices import DEVICES, Device, DeviceError, get_device, load_devices
@@ -25,6 +25,6 @@ __all__ = [
     "Elementwise", "EnergyParams", "Folding", "GlobalPool", "Graph", "GraphError", "INPUT", "Layer",
     "NMPattern", "Network", "Node", "Pattern", "Pool", "Precision", "ResourceParams", "Split",
     "Subsample", "UnstructuredPattern", "dataflow", "dse", "evaluate", "get_device", "graph",
-    "load_devices", "networks", "overlay", "relax", "sparsity",
+    "load_devices", "networks", "overlay", "relax", "sparsity", "training",
     "total_macs", "total_params",
 ]
