@@ -11,11 +11,12 @@ Sparsity:
     positions; weight traffic by active channels only if the channel mask is computed before the
     weights are fetched (DPACS's channel-mask precomputation), else all weights are loaded; the
     gating heads add their own work (a 1x1 conv to one logit per pixel, and a C x C/g linear layer).
-  unstructured on an overlay: the pe_in x pe_out multipliers step together, each through its own
-    weights of a tile (k^2 x C_in / pe_in of them per output tile), skipping zero products; every
-    lane waits for the fullest, so a tile costs E[max over lanes of nnz], nnz ~ Binomial(those
-    weights, weight x activation density) (Kang, TCSVT 2019: the load imbalance that balanced
-    groups remove).
+  unstructured on an overlay (Kang, TCSVT 2019): the array fetches pe_in activations at a time
+    and each of its pe_out filter lanes multiplies them with its non-zero weights of that group; the
+    next fetch waits for the fullest lane, so a fetch costs E[max over the pe_out lanes of nnz] /
+    pe_in of a dense fetch, nnz ~ Binomial(pe_in, weight x activation density). Balanced groups
+    keep the same count in every lane, so they pay only their density: the load imbalance they
+    remove.
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     dense_compute = jnp.where(is_compute, tiles * t["ho_wo"] * t["k2"], t["in_words"] / engine.pe_in)
     factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC, work == sp.UNSTRUCTURED],
                         [d_w, d_w * d_a, d_w * d_a], 1.0)
-    # unstructured: the expected fullest lane over a tile's reduction, relative to the dense n
-    per_lane = np.where(is_compute & (work == sp.UNSTRUCTURED), t["k2"] * np.ceil(cin / engine.pe_in), 1).astype(int)
-    lane_max = sp.expected_lane_max(per_lane, jnp.clip(d_w * d_a, 0.0, 1.0), engine.pe_in * engine.pe_out)
+    # unstructured: per fetch, the expected fullest of the pe_out lanes over its group of the
+    # fetched activations (the layer's channels when it has fewer than pe_in), relative to dense
+    per_lane = np.where(is_compute & (work == sp.UNSTRUCTURED), np.minimum(cin, engine.pe_in), 1).astype(int)
+    lane_max = sp.expected_lane_max(per_lane, jnp.clip(d_w * d_a, 0.0, 1.0), engine.pe_out)
     compute_factor = jnp.where(work == sp.UNSTRUCTURED, lane_max / per_lane, factor)
     # DPACS gating heads: spatial 1x1 conv (C MACs per pixel) + channel linear layer (C x C/g).
     gate_macs = np.array([

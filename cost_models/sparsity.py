@@ -210,9 +210,9 @@ def binomial_pmf(n, p: jax.Array) -> jax.Array:
 
 
 def expected_lane_max(n, p: jax.Array, lanes: int) -> jax.Array:
-    """E[max of `lanes` independent Binomial(n, p)]: the cycles of a PE array whose `lanes`
-    multipliers step together, each through its own n weights, skipping zeros (Kang, TCSVT 2019:
-    unstructured sparsity leaves the lanes unequally loaded and all wait for the fullest).
+    """E[max of `lanes` independent Binomial(n, p)]: the work of a PE array's fetch when its `lanes`
+    each skip the zeros among their n weights and all wait for the fullest (Kang, TCSVT 2019:
+    unstructured sparsity leaves the lanes unequally loaded).
 
     E[max] = sum_{k >= 1} P[max >= k] = sum_{k=1}^{n} (1 - F(k-1)^lanes), F the Binomial CDF;
     exact and differentiable in p. `n`: a static int or a NumPy int array broadcastable with p.

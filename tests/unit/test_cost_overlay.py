@@ -68,9 +68,10 @@ def test_expected_lane_max_matches_sampling(n, p, lanes):
 
 
 def test_kang_balanced_groups_beat_unstructured_by_the_lane_imbalance():
-    """Kang (TCSVT 2019): at the same density, balanced groups keep every lane equally loaded and
-    unstructured sparsity makes the array wait for its fullest lane."""
-    conv = Conv2D("c", (16, 16, 64), 64)  # per lane: 9 taps x 64 / 16 channels = 36 weights
+    """Kang (TCSVT 2019): the array fetches 16 activations at a time; with balanced groups each of
+    the 16 filter lanes holds 4 of its 16 weights, with unstructured sparsity at the same density
+    each holds Binomial(16, 1/4) and the fetch waits for the fullest lane."""
+    conv = Conv2D("c", (16, 16, 64), 64)
     density = df.Density(np.array([0.25], np.float32), np.array([1.0], np.float32))
     kang = df.Network.build([conv], [sp.BalancedGroupPattern(keep=4, group=16)])
     free = df.Network.build([conv], [sp.UnstructuredPattern()])
@@ -78,9 +79,9 @@ def test_kang_balanced_groups_beat_unstructured_by_the_lane_imbalance():
     balanced = float(overlay.evaluate(kang, engine, density, ZCU102).compute_cycles[0])
     unstructured = float(overlay.evaluate(free, engine, density, ZCU102).compute_cycles[0])
     assert balanced == 16 * 256 * 9 * 0.25  # 4 x 4 tiles x 256 positions x 9 taps, a quarter kept
-    imbalance = np.random.default_rng(1).binomial(36, 0.25, size=(20_000, 256)).max(axis=1).mean() / 9
+    imbalance = np.random.default_rng(1).binomial(16, 0.25, size=(20_000, 16)).max(axis=1).mean() / 4
     assert unstructured / balanced == pytest.approx(imbalance, rel=0.01)
-    assert unstructured / balanced > 1.8  # the fullest of 256 lanes holds about twice the mean
+    assert unstructured / balanced > 1.6  # the fullest of 16 lanes holds ~1.8x the mean
     # the MACs done are the same; only the time differs
     effective = [float(overlay.evaluate(n, engine, density, ZCU102).effective_macs) for n in (kang, free)]
     assert effective[0] == effective[1]
