@@ -53,7 +53,7 @@ def _finite(tree) -> bool:
     return all(bool(jnp.isfinite(jnp.asarray(x, jnp.float32)).all()) for x in jax.tree.leaves(tree))
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(), st.sampled_from([None, 0.05, 1.0]))
 def test_the_dataflow_model_is_finite_everywhere(design, temperature):
     net, folding, density = design
@@ -63,7 +63,7 @@ def test_the_dataflow_model_is_finite_everywhere(design, temperature):
     assert float(cost.throughput) > 0
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(designs())
 def test_relaxed_gradients_are_finite_everywhere(design):
     net, folding, density = design
@@ -76,7 +76,7 @@ def test_relaxed_gradients_are_finite_everywhere(design):
     assert _finite(grads), grads
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(), st.sampled_from([None, 0.5]), st.sampled_from([(16, 16), (4, 8), (32, 1)]))
 def test_the_overlay_model_is_finite_everywhere(design, temperature, pe):
     net, _, density = design
