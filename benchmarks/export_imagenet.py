@@ -23,41 +23,22 @@ from pathlib import Path
 # `import kernels` (through cooptim) finds the package
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from cooptim import config as config_lib
 from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
 from cooptim.data import ArraySource, Dataset
+from cooptim.testing import EXPORTED_PATTERNS as PATTERNS, randomize_batch_norms
 
 SHAPE = (224, 224, 3)
-PATTERNS = {
-    "nm": {"method": "nm", "n": 2, "m": 4},
-    "balanced_group": {"method": "balanced_group", "keep": 4, "group": 8},
-    "csp": {"method": "csp", "weight_density": 0.5, "chunk": 4},
-    "unstructured": {"method": "unstructured", "weight_density": 0.5, "activation_threshold": 0.2},
-    "dynamic": {"method": "dynamic", "target": 0.5, "channel_group": 4, "gate_bias": 0.0},
-}
 WHERE = {  # network -> {pattern: the node that takes it}
     "resnet18": {"nm": "layer1.0.conv1", "balanced_group": "layer2.0.conv2", "csp": "layer2.0.downsample",
                  "unstructured": "layer3.0.conv2", "dynamic": "layer4.0.conv1"},
     "mobilenet_v2": {"nm": "block2.0.expand", "balanced_group": "block2.0.project", "csp": "block3.0.expand",
                      "unstructured": "block3.1.expand", "dynamic": "block4.0.project"},
 }
-
-
-def random_batch_norms(model, rng) -> None:
-    """Untrained batch norms are the identity: give them statistics to fold."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.BatchNorm):
-            c = node.mean[...].shape[0]
-            node.mean[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
-            node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)
-            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
-            node.bias[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
 
 
 def run(name: str, calibration: int, vectors: int, folder: Path) -> dict:
@@ -68,7 +49,7 @@ def run(name: str, calibration: int, vectors: int, folder: Path) -> dict:
         "hardware": {"data_bits": 8, "weight_bits": 8, "device": "u250"}})
     rng = np.random.default_rng(0)
     model = nn.build_model(cfg, SHAPE, 1000)
-    random_batch_norms(model, rng)
+    randomize_batch_norms(model, rng)
     model.eval()
     images = rng.normal(size=(calibration + vectors, *SHAPE)).astype(np.float32)
     labels = rng.integers(0, 1000, len(images))

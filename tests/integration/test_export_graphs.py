@@ -15,19 +15,12 @@ from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
 from cooptim.data import ArraySource, Dataset
+from cooptim.testing import EXPORTED_PATTERNS as PATTERNS, randomize_batch_norms
 
 from test_export import _check_with_gpp, _int8_inputs, narrowed, needs_peer, parse_with_peer
-from test_quantize_networks import randomize_batch_norms
 
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
-PATTERNS = {
-    "nm": {"method": "nm", "n": 2, "m": 4},
-    "balanced_group": {"method": "balanced_group", "keep": 4, "group": 8},
-    "csp": {"method": "csp", "weight_density": 0.5, "chunk": 4},
-    "unstructured": {"method": "unstructured", "weight_density": 0.5, "activation_threshold": 0.2},
-    "dynamic": {"method": "dynamic", "target": 0.5, "channel_group": 4, "gate_bias": 0.0},
-}
 # network -> (width, the node that takes each pattern: a layer whose rows and channels it divides)
 NETWORKS = {
     "resnet20": (4, {"nm": "stage1.block1.conv1", "balanced_group": "stage2.block1.conv2",

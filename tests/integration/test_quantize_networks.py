@@ -8,6 +8,7 @@ from flax import nnx
 
 from cooptim import config, nn
 from cooptim.quantize.graph import calibrate_graph
+from cooptim.testing import randomize_batch_norms
 
 
 def model_of(name, shape, classes, width):
@@ -15,17 +16,6 @@ def model_of(name, shape, classes, width):
                             "sparsity": {"default": {"method": "dense"}},
                             "hardware": {"data_bits": 8, "weight_bits": 8}})
     return cfg, nn.build_model(cfg, shape, classes)
-
-
-def randomize_batch_norms(model, rng):
-    """Untrained batch norms are the identity: give them statistics to fold."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.BatchNorm):
-            c = node.mean[...].shape[0]
-            node.mean[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
-            node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)
-            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
-            node.bias[...] = jnp.asarray(rng.normal(0, 0.1, c), jnp.float32)
 
 
 @pytest.mark.parametrize("name, width", [("resnet20", 4), ("resnet18", 4), ("mobilenet_v2", 8)])
