@@ -197,16 +197,18 @@ def binomial_pmf(n, p: jax.Array) -> jax.Array:
     p = jnp.asarray(p)[..., None]
     trials = n[..., None]
     # In log space: C(n, j) alone overflows float32 from n ~ 130 (C(144, 72) ~ 1e42), so the
-    # product C(n, j) p^j (1-p)^(n-j) is formed as exp(log C + j log p + (n-j) log(1-p)). The
-    # where()s make p = 0 or 1 exact (0^0 = 1) with finite gradients (the "double where": the log
-    # never sees a zero).
+    # product C(n, j) p^j (1-p)^(n-j) is formed as exp(log C + (j-1) log p + (n-j-1) log(1-p))
+    # times one p and one (1-p) kept outside the log: at p = 0 (or 1) the derivative is then the
+    # true one-sided derivative (d/dp P[X = 1] = n at p = 0), not 0. The where()s make p = 0 or 1
+    # exact (0^0 = 1) with finite gradients (the "double where": the log never sees a zero).
     q = 1.0 - p
     log_p = jnp.log(jnp.where(p > 0, p, 1.0))
     log_q = jnp.log1p(-jnp.where(q > 0, p, 0.0))  # log(1 - p), accurate for small p
     rest = np.maximum(trials - j, 0)
-    p_term = jnp.where(j == 0, 0.0, jnp.where(p > 0, j * log_p, -jnp.inf))
-    q_term = jnp.where(rest == 0, 0.0, jnp.where(q > 0, rest * log_q, -jnp.inf))
-    return jnp.exp(jnp.asarray(log_comb, log_p.dtype) + p_term + q_term)
+    p_term = jnp.where(j <= 1, 0.0, jnp.where(p > 0, (j - 1) * log_p, -jnp.inf))
+    q_term = jnp.where(rest <= 1, 0.0, jnp.where(q > 0, (rest - 1) * log_q, -jnp.inf))
+    core = jnp.exp(jnp.asarray(log_comb, log_p.dtype) + p_term + q_term)
+    return core * jnp.where(j >= 1, p, 1.0) * jnp.where(rest >= 1, q, 1.0)
 
 
 def expected_lane_max(n, p: jax.Array, lanes: int) -> jax.Array:

@@ -75,6 +75,18 @@ def test_binomial_window_expectation_matches_monte_carlo():
         assert exact == pytest.approx(samples, abs=0.01), (window, p, fine)
 
 
+@pytest.mark.parametrize("n", [1, 9, 144])
+def test_binomial_gradients_are_right_at_the_ends_too(n):
+    """d/dp E[X] = n and d/dp sum_j P[X = j] = 0 for every p, the one-sided derivative at p = 0 and
+    p = 1 included (a density of exactly 1 is every dense layer's)."""
+    j = np.arange(n + 1)
+    mean = jax.jit(jax.vmap(jax.grad(lambda p: (sp.binomial_pmf(n, p) * j).sum())))
+    total = jax.jit(jax.vmap(jax.grad(lambda p: sp.binomial_pmf(n, p).sum())))
+    p = jnp.array([0.0, 0.3, 1.0])
+    np.testing.assert_allclose(np.asarray(mean(p)), n, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(total(p)), 0.0, atol=1e-4 * n)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_window_expectation_is_finite_and_exact_for_windows_up_to_1024(dtype):
     """C(n, j) overflows float32 from n ~ 130: the pmf is formed in log space (window 144 = a 12x12
