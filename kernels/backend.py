@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import jax
 
+from kernels import fixed_point as fp
+
 IMPLS = ("pallas", "xla")
 
 
@@ -59,8 +61,6 @@ def check_acc_bits(acc_bits, error=KernelInputError) -> None:
 
 def finish_accumulator(acc, acc_bits, acc_overflow):
     """The exact int32 sum brought to the accumulator's width (saturate or wrap), once at the end."""
-    from kernels import fixed_point as fp
-
     if acc_bits is None or acc_bits >= 32:
         return acc
     return fp.overflow(acc, fp.Format(acc_bits, 0), acc_overflow)
