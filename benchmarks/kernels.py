@@ -67,7 +67,11 @@ def matmul_rows(batch, patterns, repeats):
                 xla = jax.jit(lambda x, v, i: nm.sparse_matmul(x, v, i, n, m, impl="xla"))
                 pallas = jax.jit(lambda x, v, i: nm.sparse_matmul(x, v, i, n, m, impl="pallas"))
                 t_xla = median_time(xla, x, values, indices, repeats=repeats)
-                t_pallas = median_time(pallas, x, values, indices, repeats=repeats)
+                try:
+                    t_pallas = median_time(pallas, x, values, indices, repeats=repeats)
+                except Exception as e:  # a kernel that does not lower on this backend: say so, go on
+                    print(f"{name} {dtype} {n}:{m}: Pallas failed: {type(e).__name__}: {str(e)[:300]}")
+                    t_pallas = float("nan")
                 rows.append((name, dtype, f"{n}:{m}", f"{m_rows}x{k}x{n_out}", t_dense, t_xla, t_pallas))
     return rows
 
@@ -145,11 +149,15 @@ def main():
     outputs = {}
     for impl in ("xla", "pallas"):
         forward = resnet20_int_forward(args.batch, impl)
-        t = median_time(forward, x, repeats=repeats)
+        try:
+            t = median_time(forward, x, repeats=repeats)
+        except Exception as e:  # as above
+            print(f"ResNet-20 emulation, {impl}: failed: {type(e).__name__}: {str(e)[:300]}")
+            continue
         outputs[impl] = np.asarray(forward(x))
         emu.add_row(impl, f"{t * 1e3:.1f}", f"{args.batch / t:,.1f}")
     console.print(emu)
-    same = np.array_equal(outputs["xla"], outputs["pallas"])
+    same = len(outputs) == 2 and np.array_equal(outputs["xla"], outputs["pallas"])
     console.print(f"XLA and Pallas integer logits bit-identical: {same}")
 
 

@@ -4,7 +4,10 @@ impl="pallas": the Pallas kernel, compiled on GPU and TPU, interpreted (`interpr
   loop over the grid) on CPU, where Pallas cannot compile.
 impl="xla": the same maths in plain jax.numpy, which XLA compiles well on every backend; the fast
   path for training on CPU.
-impl=None picks "pallas" where Pallas compiles (GPU, TPU) and "xla" on CPU.
+impl=None picks "pallas" on TPU and "xla" on CPU and GPU. On GPU, measured on an H200 (jax 0.11.2,
+  `benchmarks/gpu_check.sh`): Pallas's Triton lowering needs every block a power of two in size
+  (the N:M kernels' blocks follow the layer's shape) and has no scalar prefetch (the skip and
+  cascade kernels are built on it), so the kernels do not lower there yet.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from kernels import fixed_point as fp
 IMPLS = ("pallas", "xla")
 
 
-def resolve(impl: str | None) -> str:
+def resolve(impl: str | None, *, scalar_prefetch: bool = False) -> str:
+    """The implementation to run. `scalar_prefetch`: the kernel needs it (Pallas on GPU has none,
+    so asking for it there is an error naming the reason, not a lowering traceback)."""
     if impl is None:
-        return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+        return "pallas" if jax.default_backend() == "tpu" else "xla"
     if impl not in IMPLS:
         raise ValueError(f"unknown kernel implementation {impl!r}; use one of {IMPLS} or None")
+    if impl == "pallas" and scalar_prefetch and jax.default_backend() == "gpu":
+        raise KernelInputError("this kernel needs scalar prefetch, which Pallas's Triton (GPU) backend does not "
+                               "have: use impl='xla' (or None) on GPU")
     return impl
 
 

@@ -96,7 +96,7 @@ def skip_matmul(x, w, *, spatial_mask=None, channel_mask=None, group: int = 1, t
         raise SkipError(f"out must be (B, P, F) = {(b, p, f)}, got {np.shape(out)}")
     out_dtype = jnp.int32 if integer else jnp.float32
 
-    if backend.resolve(impl) == "xla":
+    if backend.resolve(impl, scalar_prefetch=True) == "xla":
         return _skip_xla(x, w, spatial_mask, channel_mask, out, group, integer, acc_bits, acc_overflow)
 
     spatial = jnp.ones((b, p), bool) if spatial_mask is None else jnp.asarray(spatial_mask, bool)
@@ -210,7 +210,7 @@ def cascade_matmul(x, w, lengths, chunk: int, *, tile_k: int | None = None, impl
             raise SkipError(f"w[{row}, {col}] is non-zero beyond row {row}'s cascade length "
                             f"{lengths[row]}: the weights break the cascade")
     out_dtype = jnp.int32 if integer else jnp.float32
-    if backend.resolve(impl) == "xla":
+    if backend.resolve(impl, scalar_prefetch=True) == "xla":
         y = jnp.dot(x, w, preferred_element_type=out_dtype)
         return backend.finish_accumulator(y, acc_bits, acc_overflow) if integer else y
     tile_k = k if tile_k is None else tile_k
