@@ -19,3 +19,13 @@ def test_scalar_prefetch_kernels_asked_for_on_gpu_say_why(monkeypatch):
     with pytest.raises(backend.KernelInputError, match="scalar prefetch.*use impl='xla'"):
         backend.resolve("pallas", scalar_prefetch=True)
     assert backend.resolve("pallas") == "pallas"  # the N:M kernels: the user's explicit choice
+
+
+def test_integer_kernels_refuse_the_gpu_rather_than_answer_wrongly(monkeypatch):
+    import jax.numpy as jnp
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    x = jnp.zeros((2, 4), jnp.int8)
+    with pytest.raises(backend.KernelInputError, match="not bit-exact on GPU.*JAX_PLATFORMS=cpu"):
+        backend.integer_mode(x, x)
+    assert backend.integer_mode(x.astype(jnp.float32), x.astype(jnp.float32)) is False  # float runs
