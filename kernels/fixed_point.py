@@ -108,32 +108,38 @@ def shift_round(q: jax.Array, shift: int, rounding: Rounding = "half_up") -> jax
 
     Integer only: an arithmetic right shift after adding the rounding constant.
     """
-    if shift > 31:
-        raise FixedPointError(f"a right shift of {shift} bits exceeds the 32-bit accumulator")
-    if rounding not in ("floor", "half_up", "half_even"):
-        raise FixedPointError(f"unknown rounding {rounding!r}")
+    _check_shifts(shift, rounding)
     q = jnp.asarray(q, jnp.int32)
     shift = int(shift)
     # as `overflow`: one compiled program per (shape, shift, rounding) when called eagerly
-    return _shift_round_impl(q, shift, rounding) if isinstance(q, jax.core.Tracer) else \
+    return _shift_round_by(q, shift, rounding) if isinstance(q, jax.core.Tracer) else \
         _shift_round_jit(q, shift, rounding)
 
 
-def _shift_round_impl(q: jax.Array, shift: int, rounding: Rounding) -> jax.Array:
-    if shift <= 0:
-        return jnp.left_shift(q, -shift)
-    floor = jnp.right_shift(q, shift)  # arithmetic: rounds towards -infinity
+def _check_shifts(shifts, rounding: Rounding) -> None:
+    if np.max(shifts) > 31:
+        raise FixedPointError(f"a right shift of {int(np.max(shifts))} bits exceeds the 32-bit accumulator")
+    if rounding not in ("floor", "half_up", "half_even"):
+        raise FixedPointError(f"unknown rounding {rounding!r}")
+
+
+def _shift_round_by(q: jax.Array, shifts, rounding: Rounding) -> jax.Array:
+    """`shift_round` with `shifts` an int or an int32 array broadcast against q (per channel, per
+    element): right shifts round, left shifts are exact."""
+    right, left = jnp.maximum(shifts, 0), jnp.maximum(-shifts, 0)
+    floor = jnp.right_shift(q, right)  # arithmetic: rounds towards -infinity
+    rem = jnp.bitwise_and(q, jnp.left_shift(1, right) - 1)  # q - floor * 2**right, in [0, 2**right)
+    half = jnp.where(right > 0, jnp.left_shift(1, jnp.maximum(right - 1, 0)), 0)  # 2**(right - 1)
     if rounding == "floor":
-        return floor
-    rem = jnp.bitwise_and(q, (1 << shift) - 1)  # q - floor * 2**shift, in [0, 2**shift)
-    half = 1 << (shift - 1)
-    if rounding == "half_up":
-        return floor + (rem >= half).astype(jnp.int32)
-    up = (rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1))  # half_even
-    return floor + up.astype(jnp.int32)
+        up = jnp.zeros_like(q, dtype=bool)
+    elif rounding == "half_up":
+        up = (right > 0) & (rem >= half)
+    else:  # half_even
+        up = (right > 0) & ((rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1)))
+    return jnp.where(shifts < 0, jnp.left_shift(q, left), floor + up.astype(jnp.int32))
 
 
-_shift_round_jit = jax.jit(_shift_round_impl, static_argnums=(1, 2))
+_shift_round_jit = jax.jit(_shift_round_by, static_argnums=(1, 2))
 
 
 def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding = "half_up",
@@ -149,10 +155,7 @@ def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding
     shifts = np.asarray(acc_frac) - out.frac
     if shifts.ndim == 0:
         return overflow(shift_round(acc, int(shifts), rounding), out, overflow_mode)
-    if shifts.max() > 31:
-        raise FixedPointError(f"a right shift of {int(shifts.max())} bits exceeds the 32-bit accumulator")
-    if rounding not in ("floor", "half_up", "half_even"):
-        raise FixedPointError(f"unknown rounding {rounding!r}")
+    _check_shifts(shifts, rounding)
     if isinstance(acc, jax.core.Tracer):
         return _requantize_channels(jnp.asarray(acc, jnp.int32), jnp.asarray(shifts, jnp.int32), out, rounding,
                                     overflow_mode)
@@ -172,20 +175,8 @@ def requantize(acc: jax.Array, acc_frac: int, out: Format, *, rounding: Rounding
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _requantize_channels(q: jax.Array, shifts: jax.Array, out: Format, rounding: Rounding,
                          overflow_mode: Overflow) -> jax.Array:
-    """`requantize` with one shift per channel (last axis) or per element (`shifts` broadcast to
-    `q`'s shape), all at once: the same arithmetic as `shift_round`, with the shift an array."""
-    right, left = jnp.maximum(shifts, 0), jnp.maximum(-shifts, 0)
-    floor = jnp.right_shift(q, right)
-    rem = jnp.bitwise_and(q, jnp.left_shift(1, right) - 1)
-    half = jnp.right_shift(jnp.left_shift(1, right), 1)  # 2**(right - 1); 0 where right == 0
-    if rounding == "floor":
-        up = jnp.zeros_like(q, dtype=bool)
-    elif rounding == "half_up":
-        up = (right > 0) & (rem >= half)
-    else:
-        up = (right > 0) & ((rem > half) | ((rem == half) & (jnp.bitwise_and(floor, 1) == 1)))
-    rounded = jnp.where(shifts < 0, jnp.left_shift(q, left), floor + up.astype(jnp.int32))
-    return overflow(rounded, out, overflow_mode)
+    """`requantize` with one shift per channel (last axis) or per element, all at once."""
+    return overflow(_shift_round_by(q, shifts, rounding), out, overflow_mode)
 
 
 def quantize(x, fmt: Format, *, rounding: Rounding = "half_up", overflow_mode: Overflow = "saturate"):

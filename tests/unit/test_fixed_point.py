@@ -76,3 +76,15 @@ def test_bad_formats():
         fp.Format(40, 0)
     with pytest.raises(fp.FixedPointError, match="exceeds the 32-bit accumulator"):
         fp.shift_round(jnp.array([1]), 40)
+
+
+@pytest.mark.parametrize("rounding", ["half_up", "half_even", "floor"])
+def test_the_largest_right_shift_rounds_like_the_golden_model(rounding):
+    """A shift of 31 bits, per channel and per layer: the rounding constant 2**30 must not wrap
+    (the per-channel path once formed it as (1 << 31) >> 1, which is negative in int32)."""
+    acc = np.array([[(1 << 30) + 5, 7], [-(1 << 30) - 3, 1 << 30], [-(1 << 31), (1 << 31) - 1]], np.int64)
+    want = np.stack([ref.requantize(acc[:, c], 31, 12, rounding, "saturate") for c in range(2)], 1)
+    per_channel = fp.requantize(jnp.asarray(acc, jnp.int32), np.array([31, 31]), fp.Format(12, 0), rounding=rounding)
+    per_layer = fp.requantize(jnp.asarray(acc, jnp.int32), 31, fp.Format(12, 0), rounding=rounding)
+    np.testing.assert_array_equal(np.asarray(per_channel), want)
+    np.testing.assert_array_equal(np.asarray(per_layer), want)
