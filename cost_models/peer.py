@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cost_models import dataflow, devices
+from cost_models import dataflow, devices, networks
 from cost_models.layers import Conv2D, Dense
 
 
@@ -40,3 +40,16 @@ def compare(fixture: str | Path) -> dict[str, np.ndarray]:
 
 def relative_errors(ours: np.ndarray, peer: np.ndarray) -> np.ndarray:
     return np.abs(ours - peer) / np.maximum(np.abs(peer), 1.0)
+
+
+def evaluate_network_fixture(fixture: dict) -> dataflow.Cost:
+    """Our cost of the dense ResNet-18 design in a network fixture (made by
+    experiments/resnet18_vs_fpgaconvnet.py: every node with its folding), at 16-bit, on the
+    fixture's device; the fixture's nodes must be `networks.resnet18()`'s, in order."""
+    graph = networks.resnet18()
+    if [n.name for n in graph.nodes] != [n["name"] for n in fixture["nodes"]]:
+        raise ValueError("the fixture's nodes are not cost_models.networks.resnet18()'s: regenerate it")
+    net = dataflow.Network.build(graph, None, dataflow.Precision(data_bits=16, weight_bits=16))
+    folding = dataflow.Folding(*(np.array([n["folding"][k] for n in fixture["nodes"]])
+                                 for k in dataflow.Folding._fields))
+    return dataflow.evaluate(net, folding, dataflow.Density.dense(net), devices.get_device(fixture["meta"]["device"]))

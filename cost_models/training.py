@@ -9,9 +9,9 @@ weight:
   input gradient   dX = dY W^T     reduction over C_out   N:M along W's output axis (bdwp only)
   weight gradient  dW = X^T dY     reduction over rows    dense (the update stays dense)
 
-Each pass is a matmul (rows x reduction) @ (reduction x columns) on a `rows x cols` array,
-weight-stationary: ceil(reduction / rows) x ceil(columns / cols) tiles, each streaming the pass's
-rows through the array. An N:M operand shortens its reduction to N/M of it (SAT's sparse mode); a
+Each pass is a matmul (rows x reduction) @ (reduction x columns) on one PE array (`overlay.Engine`,
+pe_in x pe_out), weight-stationary: ceil(reduction / pe_in) x ceil(columns / pe_out) tiles, each
+streaming the pass's rows through the array. An N:M operand shortens its reduction to N/M of it (SAT's sparse mode); a
 pass's time is the larger of its compute and its off-chip traffic (roofline, as `overlay`). The
 first layer computes no input gradient (nothing reads it). When every pass is compute-bound and
 tiles evenly, BDWP's step takes (2N/M + 1)/3 of the dense step's cycles, the ideal ratio of
@@ -23,7 +23,6 @@ no fill/drain or im2col cost, and every operand crosses the off-chip interface o
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -33,17 +32,9 @@ import numpy as np
 from cost_models import dataflow as df
 from cost_models import sparsity as sp
 from cost_models.devices import Device
+from cost_models.overlay import Engine
 
 PASSES = ("forward", "input_gradient", "weight_gradient")
-
-
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class SystolicArray:
-    """The training array: rows x cols multiply-accumulate PEs (weight-stationary)."""
-
-    rows: int = 32
-    cols: int = 32
 
 
 class TrainingCost(NamedTuple):
@@ -55,7 +46,7 @@ class TrainingCost(NamedTuple):
     samples_per_s: jax.Array
 
 
-def evaluate(net: df.Network, array: SystolicArray, device: Device, batch: int, *,
+def evaluate(net: df.Network, array: Engine, device: Device, batch: int, *,
              bidirectional: bool = True) -> TrainingCost:
     """Cycles of one training step of `batch` samples for `net` on `array`.
 
@@ -72,7 +63,7 @@ def evaluate(net: df.Network, array: SystolicArray, device: Device, batch: int, 
     first = np.arange(len(keep)) == int(np.argmax(compute))  # the first layer with weights
 
     def tiles(reduce, cols):
-        return np.ceil(reduce / array.rows) * np.ceil(cols / array.cols)
+        return np.ceil(reduce / array.pe_in) * np.ceil(cols / array.pe_out)
 
     # (L, 3) cycles of compute: tiles of the stationary operand x the rows streamed through
     forward = tiles(reduction * keep, columns) * rows

@@ -24,8 +24,8 @@ def sat_speedup(array: tuple[int, int], batch: int = 64) -> float:
     pr = cm.Precision(16, 16)
     dense = cm.Network.build(RESNET18, None, pr)
     bdwp = cm.Network.build(RESNET18, {n: cm.NMPattern(2, 8) for n in LATER_CONVS}, pr)
-    a = training.evaluate(dense, training.SystolicArray(*array), VCU1525, batch)
-    b = training.evaluate(bdwp, training.SystolicArray(*array), VCU1525, batch)
+    a = training.evaluate(dense, overlay.Engine(*array), VCU1525, batch)
+    b = training.evaluate(bdwp, overlay.Engine(*array), VCU1525, batch)
     return float(a.cycles / b.cycles)
 
 
@@ -34,9 +34,9 @@ def sat_mac_ratio() -> float:
     pr = cm.Precision(16, 16)
     dense = cm.Network.build(RESNET18, None, pr)
     bdwp = cm.Network.build(RESNET18, {n: cm.NMPattern(2, 8) for n in LATER_CONVS}, pr)
-    huge = cm.get_device("vcu1525")  # an array of 1 x 1 PE: cycles = MACs exactly
-    a = training.evaluate(dense, training.SystolicArray(1, 1), huge, 1).compute_cycles.sum()
-    b = training.evaluate(bdwp, training.SystolicArray(1, 1), huge, 1).compute_cycles.sum()
+    # on a 1 x 1 array the compute cycles are the MACs
+    a = training.evaluate(dense, overlay.Engine(1, 1), VCU1525, 1).compute_cycles.sum()
+    b = training.evaluate(bdwp, overlay.Engine(1, 1), VCU1525, 1).compute_cycles.sum()
     return float(b / a)
 
 

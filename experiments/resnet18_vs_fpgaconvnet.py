@@ -28,6 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 import cost_models as cm
+from cost_models import peer
 
 DEVICE = "u250"
 PRECISION = cm.Precision(data_bits=16, weight_bits=16)  # fpgaconvnet-model's default widths
@@ -54,16 +55,12 @@ def design(out_path: str) -> None:
     net = cm.Network.build(graph, None, PRECISION)
     device = cm.get_device(DEVICE)
     best = cm.dse.greedy(net, cm.Density.dense(net), device)
-    cost = best.cost
     nodes = []
     for i, node in enumerate(graph.nodes):
         layer = node.layer
         record = {"name": node.name, "type": _node_type(layer), "inputs": list(node.inputs),
                   "in_shape": list(layer.in_shape) if hasattr(layer, "in_shape") else [1, 1, layer.in_features],
-                  "folding": {k: int(np.asarray(v)[i]) for k, v in zip(cm.Folding._fields, best.folding)},
-                  "ours": {"cycles": float(cost.layer_cycles[i]), "DSP": float(cost.layer_dsp[i]),
-                           "BRAM": float(cost.layer_bram18[i]), "LUT": float(cost.layer_lut[i]),
-                           "FF": float(cost.layer_ff[i])}}
+                  "folding": {k: int(np.asarray(v)[i]) for k, v in zip(cm.Folding._fields, best.folding)}}
         if isinstance(layer, (cm.Conv2D, cm.Pool)):
             record.update(kernel=list(layer.kernel), stride=list(layer.stride),
                           padding=[list(p) for p in layer.padding])
@@ -74,14 +71,10 @@ def design(out_path: str) -> None:
         if isinstance(layer, cm.Split):
             record.update(outputs=layer.outputs)
         nodes.append(record)
-    clock = device.clock_mhz * 1e6
-    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": DEVICE,
-           "ours": {"interval": float(cost.interval), "latency_cycles": float(cost.latency) * clock,
-                    "DSP": float(cost.dsp), "utilisation": {k: float(v) for k, v in cost.utilisation.items()}},
-           "nodes": nodes}
+    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": DEVICE, "nodes": nodes}
     with open(out_path, "w") as fh:
         json.dump(out, fh, indent=1)
-    print(f"wrote {len(nodes)} nodes to {out_path}; interval {cost.interval:,.0f} cycles", file=sys.stderr)
+    print(f"wrote {len(nodes)} nodes to {out_path}; interval {best.cost.interval:,.0f} cycles", file=sys.stderr)
 
 
 def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None:
@@ -91,7 +84,7 @@ def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None
     by_name = {key: {n["name"]: n for n in result["nodes"]} for key, result in peers.items()}
     nodes = []
     for node in design_["nodes"]:
-        record = {k: v for k, v in node.items() if k != "ours"}
+        record = dict(node)
         for key in peers:
             figures = {k: v for k, v in by_name[key][node["name"]].items() if k not in ("name", "type")}
             record[key] = figures or None  # None: this peer has no such layer
@@ -105,18 +98,12 @@ def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None
 
 def ours_at(fixture: dict) -> dict:
     """cooptim's figures for the fixture's network and foldings: per node, and the network's."""
-    graph = cm.networks.resnet18()
-    names = [n["name"] for n in fixture["nodes"]]
-    if [n.name for n in graph.nodes] != names:
-        raise ValueError("the fixture's nodes are not cost_models.networks.resnet18()'s: regenerate it")
-    net = cm.Network.build(graph, None, PRECISION)
-    folding = cm.Folding(*(np.array([n["folding"][k] for n in fixture["nodes"]]) for k in cm.Folding._fields))
-    device = cm.get_device(fixture["meta"]["device"])
-    cost = cm.dataflow.evaluate(net, folding, cm.Density.dense(net), device)
+    cost = peer.evaluate_network_fixture(fixture)
+    clock = cm.get_device(fixture["meta"]["device"]).clock_mhz * 1e6
     per_node = {"cycles": cost.layer_cycles, "DSP": cost.layer_dsp, "BRAM": cost.layer_bram18,
                 "LUT": cost.layer_lut, "FF": cost.layer_ff}
-    return {"nodes": [{m: float(v[i]) for m, v in per_node.items()} for i in range(len(names))],
-            "interval": float(cost.interval), "latency_cycles": float(cost.latency) * device.clock_mhz * 1e6,
+    return {"nodes": [{m: float(v[i]) for m, v in per_node.items()} for i in range(len(fixture["nodes"]))],
+            "interval": float(cost.interval), "latency_cycles": float(cost.latency) * clock,
             "DSP": float(cost.dsp)}
 
 

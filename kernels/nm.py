@@ -219,23 +219,21 @@ def _sparse_matmul_xla(x, values, indices, n, m, integer, acc_bits, acc_overflow
 def im2col(x, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0))):
     """(B, H, W, C) -> (B * H_out * W_out, K_h * K_w * C) patches, taps outermost, channels fastest
     (the row order of an HWIO weight reshaped to a matrix). Works for any dtype, exactly."""
-    b, h, w, c = x.shape
-    kh, kw = kernel
-    ho = (h + sum(padding[0]) - kh) // stride[0] + 1
-    wo = (w + sum(padding[1]) - kw) // stride[1] + 1
     static = (tuple(kernel), tuple(stride), tuple(map(tuple, padding)))
-    return _im2col(x, *static), (b, ho, wo)
+    return _im2col(x, *static), (x.shape[0], *_out_size(x.shape, *static))
+
+
+def _out_size(shape, kernel, stride, padding) -> tuple[int, int]:
+    return tuple((size + sum(pad) - k) // s + 1 for size, k, s, pad in zip(shape[1:3], kernel, stride, padding))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _im2col(x, kernel, stride, padding):
     # one compiled program per shape: outside jit, each of the K_h x K_w strided slices would be
     # dispatched (and compiled) on its own
-    b, h, w, c = x.shape
-    kh, kw = kernel
+    b, _, _, c = x.shape
+    (kh, kw), (ho, wo) = kernel, _out_size(x.shape, kernel, stride, padding)
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    ho = (h + sum(padding[0]) - kh) // stride[0] + 1
-    wo = (w + sum(padding[1]) - kw) // stride[1] + 1
     taps = [xp[:, i:i + stride[0] * (ho - 1) + 1:stride[0], j:j + stride[1] * (wo - 1) + 1:stride[1], :]
             for i in range(kh) for j in range(kw)]
     return jnp.concatenate(taps, axis=-1).reshape(b * ho * wo, kh * kw * c)

@@ -59,14 +59,8 @@ def resnet18_network():
     """Dense ResNet-18's 56 nodes at the fixture's foldings: (fixture nodes, our cost)."""
     import json
 
-    import cost_models as cm
-
     fixture = json.loads(NETWORK_FIXTURE.read_text())
-    graph = cm.networks.resnet18()
-    assert [n.name for n in graph.nodes] == [n["name"] for n in fixture["nodes"]]
-    net = cm.Network.build(graph, None, cm.Precision(data_bits=16, weight_bits=16))
-    folding = cm.Folding(*(np.array([n["folding"][k] for n in fixture["nodes"]]) for k in cm.Folding._fields))
-    return fixture, cm.dataflow.evaluate(net, folding, cm.Density.dense(net), cm.get_device("u250"))
+    return fixture, peer.evaluate_network_fixture(fixture)
 
 
 def test_resnet18_nodes_agree_with_fpgaconvnet_as_the_experiment_states(resnet18_network):

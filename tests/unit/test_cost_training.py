@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cost_models as cm
-from cost_models import training
+from cost_models import overlay, training
 
 VCU1525 = cm.get_device("vcu1525")
 FAST = dataclasses.replace(VCU1525, bandwidth_gbps=1e6)  # compute-bound: the ideal ratios hold exactly
@@ -18,7 +18,7 @@ LAYERS = [cm.Conv2D("first", (16, 16, 256), 256, (1, 1), padding=NO_PAD),
 
 def step_cycles(patterns, device=FAST, **kwargs):
     net = cm.Network.build(LAYERS, patterns)
-    return training.evaluate(net, training.SystolicArray(32, 32), device, batch=8, **kwargs)
+    return training.evaluate(net, overlay.Engine(32, 32), device, batch=8, **kwargs)
 
 
 @pytest.mark.parametrize("n, m", [(2, 8), (2, 4), (1, 4), (4, 8)])
