@@ -169,12 +169,18 @@ def load(cfg: DataConfig) -> Dataset:
     raise DataError(f"unknown data set {cfg.name!r}")
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop after zero padding by `pad` pixels, and random horizontal flip (CIFAR recipe)."""
+def augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4, batch_size: int | None = None,
+            first_row: int = 0) -> np.ndarray:
+    """Random crop after zero padding by `pad` pixels, and random horizontal flip (CIFAR recipe).
+
+    `images` may be rows `first_row...` of a batch of `batch_size`: the random draws are made for
+    the whole batch and the rows' own applied, so an image is augmented alike whichever process of
+    a data-parallel run reads it."""
     b, h, w, _ = images.shape
+    n, rows = batch_size or b, slice(first_row, first_row + b)
+    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))[:, rows]
+    flip = (rng.random(n) < 0.5)[rows]
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy, dx = rng.integers(0, 2 * pad + 1, size=(2, b))
-    flip = rng.random(b) < 0.5
     out = np.empty_like(images)
     for i in range(b):
         crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
@@ -198,14 +204,18 @@ class TrainStream:
         self.steps_per_epoch = len(source) // batch_size
         self._epoch, self._perm = -1, None
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, step: int, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of `step`, or only its `rows` (a process's share in data-parallel training:
+        only those images are read)."""
         epoch, i = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             self._epoch = epoch
             self._perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.source))
-        x, y = self.source.get(self._perm[i * self.batch_size : (i + 1) * self.batch_size])
+        indices = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        x, y = self.source.get(indices[rows])
         if self.augment:
-            x = augment(x, np.random.default_rng((self.seed, epoch, i, 1)))
+            x = augment(x, np.random.default_rng((self.seed, epoch, i, 1)), batch_size=self.batch_size,
+                        first_row=rows.indices(self.batch_size)[0])
         return x, y
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import jax
 from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
@@ -13,6 +14,7 @@ from tqdm.auto import tqdm
 from cooptim import config as config_lib
 from cooptim import train
 from cooptim.cli.errors import run_cli
+from cooptim.train import parallel
 
 
 class ProgressBar:
@@ -93,15 +95,29 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="delete an existing run folder first")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
+    hosts = parser.add_argument_group(
+        "several hosts", "data-parallel training over the devices of several processes: every process runs "
+        "the same command (with its own --process-id where the cluster does not set it)")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run (jax.distributed.initialize; on Slurm, Open MPI or a "
+                            "TPU pod the cluster's environment says the rest)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
+    hosts.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
     args = parser.parse_args(argv)
     if args.resume and args.force:
         parser.error("--resume and --force exclude each other")
+    if (args.num_processes is not None or args.process_id is not None) and not args.coordinator:
+        parser.error("--num-processes and --process-id need --coordinator")
 
     def body() -> int:
         cfg = config_lib.load(args.config, args.set)
+        if args.distributed or args.coordinator:
+            parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         report = train.run(cfg, source=args.config, resume=args.resume, force=args.force,
                            reporter=train.SilentReporter() if args.quiet else ProgressBar())
-        print_report(report, cfg.run_dir)
+        if jax.process_index() == 0:
+            print_report(report, cfg.run_dir)
         return 0
 
     return run_cli(body, debug=args.debug)

@@ -17,13 +17,16 @@ the same weights and folding as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 from typing import Protocol
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from cooptim import data as data_lib
 from cooptim import folders, nn
@@ -33,6 +36,7 @@ from cooptim.objective import HardwareObjective, lambda_at, temperature_at
 from cooptim.report import build_report, masks_of
 from cooptim.train.checkpoint import (Checkpoints, RunError, append_history, check_run_dir, prepare_run_dir,
                                       truncate_metrics)
+from cooptim.train.parallel import DataParallel, to_host
 from cooptim.train.state import TrainState, transformation
 from cooptim.train.step import evaluate, make_step
 
@@ -95,17 +99,33 @@ def _record_folding(run_dir: Path, folding, step: int) -> None:
 
 
 def run(cfg: Config, *, source: str = "<config>", resume: bool = False, force: bool = False,
-        reporter: Reporter | None = None) -> dict:
-    """Trains `cfg` into its run folder and returns the report (also written as report.json)."""
+        reporter: Reporter | None = None, devices=None) -> dict:
+    """Trains `cfg` into its run folder and returns the report (also written as report.json).
+
+    The run is data-parallel over `devices` (default: every device JAX sees, on every process;
+    see `parallel`); the device count changes neither the config nor the results."""
     reporter = reporter or SilentReporter()
-    check_run_dir(cfg, resume=resume, force=force)
+    parallel = DataParallel.over(devices)
+    problem = parallel.check_batch(cfg.data.batch_size)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    if parallel.is_writer:  # the others could see the folder that process 0 is making
+        check_run_dir(cfg, resume=resume, force=force)
     dataset, stream, steps, objective, state = setup(cfg, source)
+    parallel.replicate(state)
+    if not parallel.is_writer:  # one process owns the run folder; the others wait until it is ready
+        multihost_utils.sync_global_devices("cooptim: run folder ready")
+        return _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state, parallel)
     with folders.Lock(cfg.run_dir, "run folder"):
-        return _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state)
+        prepare_run_dir(cfg, resume=resume, force=force)  # checked again, under the lock
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("cooptim: run folder ready")
+        return _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state, parallel)
 
 
-def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state) -> dict:
-    run_dir = prepare_run_dir(cfg, resume=resume, force=force)  # checked again, under the lock
+def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objective, state, parallel) -> dict:
+    run_dir = cfg.run_dir
+    writer = parallel.is_writer
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     metrics_path = run_dir / "metrics.jsonl"
     restored = None
@@ -119,17 +139,19 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
             checkpoints.delete(step)
             warnings.warn(f"checkpoint {step} of {run_dir} cannot be read ({reason}); it was deleted and the "
                           f"run resumes from step {restored}", stacklevel=2)
-    if restored is None and objective is not None:
+    if restored is None and objective is not None and writer:
         _record_folding(run_dir, state.folding.get(), 0)
     start = state.step
-    truncate_metrics(metrics_path, start, steps)
+    if writer:
+        truncate_metrics(metrics_path, start, steps)
+    rows = parallel.local_rows(cfg.data.batch_size)  # the rows of every batch this process feeds
     train_step = make_step(objective)
     model = state.model
     model.train()
     reporter.start(steps, start)
     t_last, steps_since = time.perf_counter(), 0
     try:
-        with metrics_path.open("a") as log:
+        with (metrics_path.open("a") if writer else open(os.devnull, "w")) as log:
             for step in range(start, steps):
                 progress = step / steps
                 extra = {}
@@ -137,17 +159,20 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
                 if objective is not None:
                     if objective.due(step):
                         state.folding.set(objective.solve_folding(model, state.gates.as_dict()))
-                        _record_folding(run_dir, state.folding.get(), step)
+                        if writer:
+                            _record_folding(run_dir, state.folding.get(), step)
                     lam = lambda_at(cfg.objective, progress)
                     temperature = temperature_at(cfg.objective, progress)
                     extra = {"lambda": lam}
-                images, labels = stream.batch(step)
-                metrics = train_step(state, jnp.asarray(images), jnp.asarray(labels), jnp.int32(step),
+                images, labels = stream.batch(step, rows)
+                batch = cfg.data.batch_size
+                metrics = train_step(state, parallel.shard(images, batch), parallel.shard(labels, batch), jnp.int32(step),
                                      jnp.float32(progress), jnp.float32((step + 1) / steps), jnp.float32(lam),
                                      jnp.float32(temperature))
                 done = step + 1
                 steps_since += 1
                 if done % cfg.train.log_every == 0 or done == steps:
+                    metrics = to_host(metrics)
                     now = time.perf_counter()
                     record = {"step": done, "epoch": step // stream.steps_per_epoch,
                               "loss": float(metrics["loss"]), "accuracy": float(metrics["accuracy"]),
@@ -157,7 +182,7 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
                     log.write(json.dumps(record) + "\n")
                     reporter.step(done, record)
                 if done % cfg.train.eval_every == 0 and done != steps:
-                    ev = evaluate(model, dataset.test, cfg.data.eval_batch_size)
+                    ev = evaluate(model, dataset.test, cfg.data.eval_batch_size, parallel)
                     record = {"step": done, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
@@ -166,7 +191,7 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
                     log.flush()
                     checkpoints.save(done, state)
             checkpoints.save(steps, state)
-            test = evaluate(model, dataset.test, cfg.data.eval_batch_size)
+            test = evaluate(model, dataset.test, cfg.data.eval_batch_size, parallel)
             record = {"step": steps, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
             log.write(json.dumps(record) + "\n")
             reporter.evaluated(steps, record)
@@ -174,11 +199,13 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
         checkpoints.close()
         reporter.close()
 
+    parallel.localize(state)  # what follows (report, masks) runs on one device of each process
     report = build_report(cfg, model, dataset, steps, test, source)
     if state.net.folding is not None:  # the continuous folding the run ended with (the DSE's is in "sparse")
         learned = objective.learned_folding(state.net.folding.theta())
         report["hardware"]["learned_folding"] = {
             f: np.round(np.asarray(v, np.float64), 3).tolist() for f, v in learned._asdict().items()}
-    np.savez_compressed(run_dir / "masks.npz", **masks_of(model))
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    if writer:
+        np.savez_compressed(run_dir / "masks.npz", **masks_of(model))
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     return report

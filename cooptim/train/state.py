@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 import cost_models as cm
 from cooptim.config import Config, OptimizerConfig
+from cooptim.train.parallel import to_host
 
 
 class FoldingFactor(nnx.Variable):
@@ -76,9 +76,9 @@ class GateStats(nnx.Module):
 
     def as_dict(self) -> dict | None:
         """{layer: {"density", "channel"}} as `nn.measure_gates` gives, or None before any batch."""
-        if not self.names or not bool(self.measured[...]):
+        if not self.names or not bool(to_host(self.measured[...])):
             return None
-        values = np.asarray(self.values[...])
+        values = to_host(self.values[...])
         return {n: {"density": float(d), "channel": float(c)} for n, (d, c) in zip(self.names, values)}
 
 
@@ -102,7 +102,7 @@ class TrainState(nnx.Module):
 
     @property
     def step(self) -> int:
-        return int(self.optimizer.step[...])
+        return int(to_host(self.optimizer.step[...]))
 
 
 def _is_kernel(params):

@@ -21,6 +21,7 @@ from flax import nnx
 from cooptim import nn
 from cooptim.data import eval_batches
 from cooptim.objective import HardwareObjective, hardware_loss
+from cooptim.train.parallel import DataParallel, to_host
 from cooptim.train.state import TrainState, Trainable
 
 
@@ -97,12 +98,20 @@ def eval_step(model, images, labels):
     return loss, (logits.argmax(-1) == labels).sum()
 
 
-def evaluate(model, source, batch_size: int) -> dict:
-    """Accuracy and mean loss over a whole source, with BatchNorm in inference mode."""
+def evaluate(model, source, batch_size: int, parallel: DataParallel | None = None) -> dict:
+    """Accuracy and mean loss over a whole source, with BatchNorm in inference mode. With
+    `parallel`, every batch is split over its mesh (replicated where it does not divide)."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for images, labels in eval_batches(source, batch_size):
-        loss, right = eval_step(model, jnp.asarray(images), jnp.asarray(labels))
+        if parallel is None:
+            images, labels = jnp.asarray(images), jnp.asarray(labels)
+        elif len(labels) % parallel.size == 0:
+            rows = parallel.local_rows(len(labels))
+            images, labels = parallel.shard(images[rows], len(labels)), parallel.shard(labels[rows], len(labels))
+        else:
+            images, labels = parallel.replicated(images), parallel.replicated(labels)
+        loss, right = to_host(eval_step(model, images, labels))
         loss_sum += float(loss)
         correct += int(right)
     model.train()

@@ -53,6 +53,19 @@ def test_augment_crops_and_flips_but_keeps_shape():
     assert y.shape == x.shape and not np.array_equal(x, y)
 
 
+def test_a_process_share_of_a_batch_is_those_rows_of_the_whole_batch_augmented_alike():
+    """Data-parallel training over several processes: each reads only its rows of the global
+    batch, and those rows equal the same rows read whole (augmentation included)."""
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 3)).astype(np.float32)
+    source = data.ArraySource(x, np.arange(40) % 10, np.float32(0), np.float32(1))
+    stream = data.TrainStream(source, 8, seed=2, augment=True)
+    for step in (0, 7):
+        whole_x, whole_y = stream.batch(step)
+        halves = [stream.batch(step, slice(0, 4)), stream.batch(step, slice(4, 8))]
+        np.testing.assert_array_equal(np.concatenate([h[0] for h in halves]), whole_x)
+        np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), whole_y)
+
+
 def test_cifar10_through_tfds_mock_data():
     with tfds.testing.mock_data(num_examples=12):
         ds = data.load(DataConfig(name="cifar10", batch_size=4))
