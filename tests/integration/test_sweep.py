@@ -1,4 +1,5 @@
-"""Sweeps: the grid, placeholders, resume (only unfinished points rerun), CSV and plot."""
+"""Sweeps: the grid, placeholders, resume (only unfinished points rerun), retries, CSV and plot, on
+the local pool and on a real local Ray instance."""
 
 import json
 import os
@@ -77,6 +78,27 @@ def test_bad_sweeps_name_the_key(tmp_path):
         sweep.load(write_sweep(tmp_path, methods={"nm": {"method": "nm", "n": "{kept:8}", "m": 8, "q": 1}}))
     with pytest.raises(ConfigError, match="'base'"):
         sweep.load(write_sweep(tmp_path, base="nowhere.yaml"))
+    with pytest.raises(ConfigError, match="'backend'"):
+        sweep.load(write_sweep(tmp_path, backend="slurm"))
+    with pytest.raises(ConfigError, match="'ray.gpus_per_point'"):
+        sweep.load(write_sweep(tmp_path, ray={"gpus_per_point": -1}))
+
+
+def test_a_failing_point_is_retried_a_bounded_number_of_times_and_reported(tmp_path):
+    """A point whose trainer fails (here: its data set is not in its data_dir) runs 1 + retries
+    times; the failure names the point, the trainer's error and its log."""
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    path = write_sweep(tmp_path, ratios=[0.5], methods={"nm": {"method": "nm", "n": 2, "m": 4}},
+                       seeds=[0, 1], retries=1, set=["train.steps=20", "train.eval_every=1000", "data.batch_size=32"])
+    bad = yaml.safe_load(path.read_text())
+    bad["set"] = bad["set"] + ["data.name=cifar10", f"data.data_dir={empty}"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**bad, "name": "bad", "seeds": [0]}))
+    ends = []
+    rows, failures = sweep.run(tmp_path / "bad.yaml", on_done=lambda p, e: ends.append((p.name, e)))
+    assert rows == [] and len(ends) == 1 and len(failures) == 1
+    assert failures[0].startswith("point nm-r0.5-zcu102-s0 failed (exit 2): error: data set 'cifar10'")
+    assert failures[0].endswith("after 2 attempts") and "nm-r0.5-zcu102-s0.log" in failures[0]
 
 
 def test_a_killed_sweeps_trainer_is_never_doubled_by_the_restart(tmp_path):
@@ -111,3 +133,44 @@ def test_a_killed_sweeps_trainer_is_never_doubled_by_the_restart(tmp_path):
         assert log.stat().st_size >= before  # not truncated by a second trainer
     finally:
         os.killpg(trainer, signal.SIGKILL)
+
+
+def trainers_of(folder: Path) -> list[int]:
+    """The pids of the trainers of the sweep in `folder` that are still running."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder / "configs").encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # ended while we looked
+            pass
+    return pids
+
+
+def test_a_sweep_on_ray_killed_midway_reruns_only_its_unfinished_points(tmp_path):
+    """The tiny sweep through a real local Ray instance (2 CPUs, every point a task), interrupted
+    as Ctrl-C would once a point has finished: the tasks are cancelled and stop their trainers (no
+    trainer outlives the sweep), and the same sweep run again trains only the unfinished points."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cooptim[ray]'")
+    path = write_sweep(tmp_path, backend="ray")
+    _, points, folder = sweep.load(path)
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "cooptim.sweep", "--config", str(path)], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300  # interrupted once a point has finished while another trains
+    while time.time() < deadline and not (any(sweep.is_finished(folder, p) for p in points) and trainers_of(folder)):
+        assert sweep_proc.poll() is None, sweep_proc.communicate()[0][-3000:]
+        time.sleep(0.1)
+    assert trainers_of(folder), "no point was training while another had finished"
+    sweep_proc.send_signal(signal.SIGINT)
+    output = sweep_proc.communicate(timeout=120)[0]
+    assert sweep_proc.returncode == 130, output[-3000:]
+    assert "run the same command again" in output
+    finished = {p.name: (folder / "runs" / p.name / "report.json").stat().st_mtime_ns
+                for p in points if sweep.is_finished(folder, p)}
+    assert 1 <= len(finished) < len(points), finished
+    assert trainers_of(folder) == []  # every trainer was stopped with its task
+    ran = []
+    rows, failures = sweep.run(path, on_done=lambda p, e: ran.append(p.name))
+    assert not failures and sorted(ran) == sorted(set(p.name for p in points) - set(finished))
+    assert len(rows) == len(points) and (folder / "pareto.png").stat().st_size > 0
+    assert {name: (folder / "runs" / name / "report.json").stat().st_mtime_ns for name in finished} == finished

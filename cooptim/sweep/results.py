@@ -13,7 +13,7 @@ COLUMNS = ["point", "method", "ratio", "device", "seed", "test_accuracy", "densi
 
 
 def collect(folder: Path, points: list) -> list[dict]:
-    """Writes sweep.csv and pareto.png from the finished points (`sweep.Point`s); returns the rows."""
+    """Writes sweep.csv and pareto.png from the finished points (`grid.Point`s); returns the rows."""
     rows = []
     for p in points:
         report_path = folder / "runs" / p.name / "report.json"
