@@ -147,6 +147,9 @@ def trainers_of(folder: Path) -> list[int]:
     return pids
 
 
+# Ray starts its processes with fork + exec from this JAX-initialised test process; JAX warns about
+# any fork, but nothing runs between the two.
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 def test_a_sweep_on_ray_killed_midway_reruns_only_its_unfinished_points(tmp_path):
     """The tiny sweep through a real local Ray instance (2 CPUs, every point a task), interrupted
     as Ctrl-C would once a point has finished: the tasks are cancelled and stop their trainers (no
