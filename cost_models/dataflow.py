@@ -295,24 +295,135 @@ def dsp_per_multiplier(p: Precision) -> float:
     return dsp * (0.5 if p.data_bits <= 8 and p.weight_bits <= 8 else 1.0)
 
 
-def _bram18(width, depth, params: ResourceParams, temperature):
+def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp):
     """BRAM18 blocks for a (width bits x depth words) array: the best aspect ratio (UG573);
     arrays of at most `lutram_bits` bits go to LUTRAM (fpgaConvNet's rule)."""
-    width, depth = jnp.maximum(width, 1e-9), jnp.maximum(depth, 1e-9)
+    width, depth = xp.maximum(width, 1e-9), xp.maximum(depth, 1e-9)
     blocks = []
     for w_cfg, d_cfg in params.bram_configs:
         bw, bd = width / w_cfg, depth / d_cfg
         if temperature is None:
-            blocks.append(jnp.ceil(bw - 1e-9) * jnp.ceil(bd - 1e-9))
+            blocks.append(xp.ceil(bw - 1e-9) * xp.ceil(bd - 1e-9))
         else:  # relaxed: the bit-count bound, at least one block per dimension
-            blocks.append(jnp.maximum(bw, 1.0) * jnp.maximum(bd, 1.0))
-    best = jnp.min(jnp.stack(blocks), axis=0)
-    return jnp.where(width * depth <= params.lutram_bits, 0.0, best)
+            blocks.append(xp.maximum(bw, 1.0) * xp.maximum(bd, 1.0))
+    best = xp.min(xp.stack(blocks), axis=0)
+    return xp.where(width * depth <= params.lutram_bits, 0.0, best)
+
+
+class LayerCost(NamedTuple):
+    """What each engine costs on its own, one entry per row of the tables it was given."""
+
+    cycles: jax.Array  # cycles per image
+    dsp: jax.Array
+    bram18: jax.Array
+    lut: jax.Array
+    ff: jax.Array
+    macs_factor: jax.Array  # the fraction of the layer's MACs done after sparsity
+
+
+def _set_rows(base, rows: np.ndarray, values, xp):
+    """`base` with `values` at `rows` (functional for jax.numpy, a copy for numpy)."""
+    if xp is np:
+        out = np.array(base, copy=True)
+        out[rows] = values
+        return out
+    return base.at[rows].set(values)
+
+
+def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, temperature: float | None = None,
+                resources: ResourceParams = ResourceParams(), xp=jnp) -> LayerCost:
+    """Every engine's own cycles and resources, which depend only on its own folding and density.
+
+    `t` holds per-row arrays of `tables(net)` (one row per layer, or any gathering of layers: the
+    DSE evaluates every valid folding of every layer at once this way), `folding`, `d_w` and `d_a`
+    one value per row. `xp`: jax.numpy (traceable, float32), or numpy for concrete inputs with
+    `temperature=None` (float64, no JAX dispatch or compilation)."""
+    dtype = np.float64 if xp is np else jnp.float32
+    ci, co, cg, fine = (xp.asarray(x, dtype) for x in folding)
+    d_w, d_a = xp.asarray(d_w, dtype), xp.asarray(d_a, dtype)
+    kind, work = t["kind"], t["work_kind"]
+    is_conv, is_dense = kind == CONV, kind == DENSE_LAYER
+    pr = precision
+
+    # --- cycles per image of each engine (fpgaConvNet's module rates; HASS for sparse windows)
+    groups = t["groups"]
+    # fpgaConvNet: dot products per stream = positions * (C/g)/ci * (F/g)/co * g/cg, where
+    # positions = max(windows the sliding window yields, Ho*Wo) (see `tables`).
+    dot_products = t["positions"] * (t["c_in"] / groups) / ci * (t["c_out"] / groups) / co * groups / cg
+    # Structured (N:M, Kang, CSP): the reduction shrinks by the density (SAT, Kang, CSP);
+    # DPACS: active positions x active channels.
+    factor = xp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
+    window = t["k2"] / fine * factor
+    # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact; computed
+    # only for the unstructured engines, each over its own window size.
+    sparse = np.flatnonzero(work == sp.UNSTRUCTURED)
+    if sparse.size:
+        expected = sp.expected_window_cycles(t["k2"][sparse].astype(int), xp.clip(d_w[sparse] * d_a[sparse], 0.0, 1.0),
+                                             fine[sparse], temperature, t["skip_zero"][sparse], xp)
+        window = _set_rows(window, sparse, expected, xp)
+    conv_compute = dot_products * window
+    dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
+    compute = xp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)
+    # Data-movement bounds: the sliding window reads the padded input, one word per stream per
+    # cycle; the output is written one word per stream per cycle (fpgaConvNet).
+    streams_in = xp.where(is_conv, ci * cg, ci)
+    streams_out = xp.select([is_conv, is_dense], [co * cg, co], ci)
+    in_bound = t["in_pad_words"] / streams_in
+    out_bound = t["out_words"] / streams_out
+    cycles = smooth_max(xp.stack([compute, in_bound, out_bound]), temperature, axis=0, xp=xp)
+
+    # --- resources
+    multipliers = xp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
+    # fpgaConvNet (hls): the dot-product multipliers plus one accumulator per output stream.
+    accumulators = xp.select([is_conv, is_dense], [co * cg, co], 0.0)
+    dsp = multipliers * dsp_per_multiplier(pr) + accumulators
+    stored = xp.where(work == sp.STRUCTURED, d_w, 1.0)  # structured patterns store kept values only
+    weight_bits = pr.weight_bits + t["index_bits"]
+    banks = xp.maximum(multipliers, 1.0)
+    # fpgaConvNet: one weight memory per multiplier, each (weight bits) wide and W / banks deep.
+    weight_bram = banks * _bram18(weight_bits, t["params"] * stored / banks, resources, temperature, xp)
+    weight_bram = xp.where(t["params"] > 0, weight_bram, 0.0)
+    has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
+    line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
+                        t["c_in"] / streams_in * t["wp"], resources, temperature, xp)
+    # A merge's skip FIFO: `skip_words` deep, one stream per coarse lane (our model, see
+    # `Graph.skip_buffers`; fpgaConvNet sizes these buffers in its hardware generator).
+    skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature, xp)
+    bram = (weight_bram + xp.where(has_window, line_bram, 0.0)
+            + xp.where(t["skip_words"] > 0, skip_bram, 0.0))
+    is_compute = is_conv | is_dense
+    width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width
+
+    def logic(per_mult, per_in, per_out, per_pair, per_simple):
+        compute_logic = (per_mult * multipliers + per_in * streams_in * width
+                         + per_out * streams_out * width + per_pair * ci * co * cg * width)
+        return xp.where(is_compute, compute_logic, per_simple * streams_in * width * t["ports"])
+
+    lut = logic(resources.lut_per_multiplier, resources.lut_per_input_stream,
+                resources.lut_per_output_stream, resources.lut_per_stream_pair,
+                resources.lut_per_simple_stream)
+    ff = logic(resources.ff_per_multiplier, resources.ff_per_input_stream,
+               resources.ff_per_output_stream, resources.ff_per_stream_pair,
+               resources.ff_per_simple_stream)
+    macs_factor = xp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
+                            [d_w, d_w * d_a, d_w * d_a], 1.0)
+    return LayerCost(cycles, dsp, bram, lut, ff, macs_factor)
+
+
+def io_bits_per_image(net: Network) -> float:
+    """Bits per image of the off-chip streams: the network's input in, its output out."""
+    t = tables(net)
+    return float((t["input_words"] + t["out_words"][-1]) * net.precision.data_bits)
+
+
+def io_cycles(net: Network, device: Device) -> float:
+    """Cycles per image of the off-chip input/output stream at the device's bandwidth."""
+    return io_bits_per_image(net) * device.clock_mhz * 1e6 / (device.bandwidth_gbps * 1e9)
 
 
 def evaluate(net: Network, folding: Folding, density: Density, device: Device, *,
              temperature: float | None = None, resources: ResourceParams = ResourceParams(),
-             energy: EnergyParams = EnergyParams()) -> Cost:
+             energy: EnergyParams = EnergyParams(), xp=jnp) -> Cost:
     """The cost of `net` with `folding` and `density` on `device`.
 
     Args:
@@ -321,97 +432,38 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
       density: per-layer weight and activation densities in [0, 1], shape (L,) each.
       device: the FPGA; its clock sets cycles -> seconds.
       temperature: None for the discrete model; > 0 for the smooth relaxation.
+      xp: jax.numpy (default: jit, grad and vmap work), or numpy to evaluate concrete inputs
+        with `temperature=None` in float64 without JAX (no compilation: what the DSE uses).
     Returns:
       a `Cost` pytree (see its fields).
     Raises:
       CostModelError naming the layer, for concrete (non-traced) inputs that are out of range.
     """
     check(net, folding, density, discrete=temperature is None)
+    if xp is np and temperature is not None:
+        raise CostModelError("the NumPy path evaluates the discrete model only (temperature=None)")
     t = tables(net)
-    ci, co, cg, fine = (jnp.asarray(x, jnp.float32) for x in folding)
-    d_w = jnp.asarray(density.weight, jnp.float32)
-    d_a = jnp.asarray(density.activation, jnp.float32)
-    kind, work = t["kind"], t["work_kind"]
-    is_conv, is_dense = kind == CONV, kind == DENSE_LAYER
     pr = net.precision
-
-    # --- cycles per image of each engine (fpgaConvNet's module rates; HASS for sparse windows)
-    groups = t["groups"]
-    # fpgaConvNet: dot products per stream = positions * (C/g)/ci * (F/g)/co * g/cg, where
-    # positions = max(windows the sliding window yields, Ho*Wo) (see `tables`).
-    dot_products = t["positions"] * (t["c_in"] / groups) / ci * (t["c_out"] / groups) / co * groups / cg
-    # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact.
-    sparse_window = sp.expected_window_cycles(t["k2"].astype(int), jnp.clip(d_w * d_a, 0.0, 1.0), fine,
-                                              temperature, t["skip_zero"])
-    # Structured (N:M, Kang, CSP): the reduction shrinks by the density (SAT, Kang, CSP);
-    # DPACS: active positions x active channels.
-    factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
-    dense_window = t["k2"] / fine * factor
-    conv_compute = dot_products * jnp.where(work == sp.UNSTRUCTURED, sparse_window, dense_window)
-    dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
-    compute = jnp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)
-    # Data-movement bounds: the sliding window reads the padded input, one word per stream per
-    # cycle; the output is written one word per stream per cycle (fpgaConvNet).
-    streams_in = jnp.where(is_conv, ci * cg, ci)
-    streams_out = jnp.select([is_conv, is_dense], [co * cg, co], ci)
-    in_bound = t["in_pad_words"] / streams_in
-    out_bound = t["out_words"] / streams_out
-    layer_cycles = smooth_max(jnp.stack([compute, in_bound, out_bound]), temperature, axis=0)
+    layer = layer_costs(t, folding, density.weight, density.activation, pr, temperature=temperature,
+                        resources=resources, xp=xp)
 
     # --- pipeline: interval = slowest stage, including the off-chip input/output stream
     clock_hz = device.clock_mhz * 1e6
-    io_bits = (t["input_words"] + t["out_words"][-1]) * pr.data_bits
-    io_cycles = jnp.asarray(io_bits * clock_hz / (device.bandwidth_gbps * 1e9), jnp.float32)
-    interval = smooth_max(jnp.concatenate([layer_cycles, io_cycles[None]]), temperature)
+    io_bits = io_bits_per_image(net)
+    io = xp.asarray(io_cycles(net, device), layer.cycles.dtype)
+    interval = smooth_max(xp.concatenate([layer.cycles, io[None]]), temperature, xp=xp)
     throughput = clock_hz / interval
     latency = interval * (1.0 + t["path_fill"]) / clock_hz
 
-    # --- resources
-    multipliers = jnp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
-    # fpgaConvNet (hls): the dot-product multipliers plus one accumulator per output stream.
-    accumulators = jnp.select([is_conv, is_dense], [co * cg, co], 0.0)
-    layer_dsp = multipliers * dsp_per_multiplier(pr) + accumulators
-    stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)  # structured patterns store kept values only
-    weight_bits = pr.weight_bits + t["index_bits"]
-    banks = jnp.maximum(multipliers, 1.0)
-    # fpgaConvNet: one weight memory per multiplier, each (weight bits) wide and W / banks deep.
-    weight_bram = banks * _bram18(weight_bits, t["params"] * stored / banks, resources, temperature)
-    weight_bram = jnp.where(t["params"] > 0, weight_bram, 0.0)
-    has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
-    line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
-                        t["c_in"] / streams_in * t["wp"], resources, temperature)
-    # A merge's skip FIFO: `skip_words` deep, one stream per coarse lane (our model, see
-    # `Graph.skip_buffers`; fpgaConvNet sizes these buffers in its hardware generator).
-    skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature)
-    layer_bram = (weight_bram + jnp.where(has_window, line_bram, 0.0)
-                  + jnp.where(t["skip_words"] > 0, skip_bram, 0.0))
-    is_compute = is_conv | is_dense
-    width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width
-
-    def logic(per_mult, per_in, per_out, per_pair, per_simple):
-        compute_logic = (per_mult * multipliers + per_in * streams_in * width
-                         + per_out * streams_out * width + per_pair * ci * co * cg * width)
-        return jnp.where(is_compute, compute_logic, per_simple * streams_in * width * t["ports"])
-
-    layer_lut = logic(resources.lut_per_multiplier, resources.lut_per_input_stream,
-                      resources.lut_per_output_stream, resources.lut_per_stream_pair,
-                      resources.lut_per_simple_stream)
-    layer_ff = logic(resources.ff_per_multiplier, resources.ff_per_input_stream,
-                     resources.ff_per_output_stream, resources.ff_per_stream_pair,
-                     resources.ff_per_simple_stream)
-    lut, ff = layer_lut.sum(), layer_ff.sum()
-
     # --- off-chip traffic and energy
     bandwidth_gbps = io_bits * throughput / 1e9
-    macs_factor = jnp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
-                             [d_w, d_w * d_a, d_w * d_a], 1.0)
-    effective_macs = (t["macs"] * macs_factor).sum()
+    effective_macs = (t["macs"] * layer.macs_factor).sum()
     dynamic_pj = (effective_macs * (energy.pj_per_mac + energy.pj_per_onchip_word)
                   + (t["in_words"] + t["out_words"]).sum() * energy.pj_per_onchip_word
                   + io_bits * energy.pj_per_dram_bit)
     energy_j = dynamic_pj * 1e-12 + energy.static_watts / throughput
 
-    dsp, bram = layer_dsp.sum(), layer_bram.sum()
+    dsp, bram, lut, ff = layer.dsp.sum(), layer.bram18.sum(), layer.lut.sum(), layer.ff.sum()
     utilisation = {
         "dsp": dsp / device.dsp,
         # on-chip memory in BRAM18 equivalents: a URAM (288 Kb) holds 16 BRAM18s (18 Kb) of
@@ -421,8 +473,8 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
         "ff": ff / device.ff,
         "bandwidth": bandwidth_gbps / device.bandwidth_gbps,
     }
-    return Cost(layer_cycles, interval, throughput, latency, layer_dsp, layer_bram, dsp, bram, lut,
-                ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer_lut, layer_ff)
+    return Cost(layer.cycles, interval, throughput, latency, layer.dsp, layer.bram18, dsp, bram, lut,
+                ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer.lut, layer.ff)
 
 
 def _concrete(x) -> np.ndarray | None:

@@ -13,11 +13,8 @@ which take any 1..K^2).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cost_models import dataflow as df
@@ -55,124 +52,139 @@ def factor_options(net: df.Network) -> list[dict[str, list[int]]]:
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _batched_cost(net: df.Network, device: Device):
-    """A jitted function: (folding with a leading batch axis, density) -> (interval, layer cycles,
-    utilisation of each resource), evaluated for every folding in the batch."""
+@dataclasses.dataclass(frozen=True)
+class OptionTable:
+    """Every valid folding of every layer and what the layer then costs on its own: the discrete
+    model in NumPy (`df.layer_costs`), evaluated once per (network, density, device). An engine's
+    cycles and resources depend only on its own folding and density, so the DSE reads designs off
+    this table: no JAX dispatch or compilation in its loop.
 
-    def one(folding, density):
-        cost = df.evaluate(net, folding, density, device)
-        util = jnp.stack([cost.utilisation[r] for r in RESOURCES])
-        return cost.interval, cost.layer_cycles, util, cost.layer_dsp
+    Row r belongs to layer `layer[r]`; layer l's rows are `start[l]:start[l+1]`, in the order of
+    `itertools.product` over its factor options (`factor_options`), so the row of the options at
+    positions (i, j, k, m) is start[l] + ((i * n_co + j) * n_cg + k) * n_fine + m.
+    """
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    options: tuple  # per layer, the valid values of each factor (`factor_options`)
+    sizes: np.ndarray  # (L, 4) the number of options of each factor
+    start: np.ndarray  # (L + 1,)
+    folding: np.ndarray  # (R, 4) int32 factors of each row
+    cycles: np.ndarray  # (R,) the engine's cycles per image
+    resources: np.ndarray  # (R, 4) the engine's DSP, BRAM18, LUT, FF (`RESOURCES`)
+    capacity: np.ndarray  # (4,) the device's (BRAM18 counts URAM as 16 BRAM18, as `df.evaluate`)
+    io_cycles: float  # the off-chip input/output stream's cycles per image
 
-
-@functools.lru_cache(maxsize=32)
-def _final_cost(net: df.Network, device: Device):
-    """The jitted discrete `df.evaluate` of one folding (compiled once, not run op by op)."""
-    return jax.jit(lambda folding, density: df.evaluate(net, folding, density, device))
-
-
-# Greedy's candidates (one step of each factor of the bottleneck) go in batches of this fixed size,
-# padded with copies, so that the batched cost compiles once per network instead of once per size.
-GREEDY_BATCH = len(df.Folding._fields)
-
-
-def _stack(foldings: list[np.ndarray], size: int | None = None) -> df.Folding:
-    if size is not None:
-        foldings = foldings + [foldings[0]] * (size - len(foldings))
-    arr = np.stack(foldings)  # (B, 4, L)
-    return df.Folding(*(arr[:, k] for k in range(4)))
+    def row(self, layer: int, positions) -> int:
+        i, j, k, m = positions
+        _, n_co, n_cg, n_fine = self.sizes[layer]
+        return int(self.start[layer] + ((i * n_co + j) * n_cg + k) * n_fine + m)
 
 
-def _check_fits_alone(net, density, device, limit):
+def option_table(net: df.Network, density: df.Density, device: Device) -> OptionTable:
+    """The `OptionTable` of `net` with `density` on `device`."""
+    options = factor_options(net)
+    per_layer = [np.array(list(itertools.product(*(o[f] for f in df.Folding._fields))), np.int32).reshape(-1, 4)
+                 for o in options]
+    sizes = np.array([[len(o[f]) for f in df.Folding._fields] for o in options], np.int64)
+    start = np.concatenate([[0], np.cumsum([len(p) for p in per_layer])])
+    layer = np.repeat(np.arange(len(net)), [len(p) for p in per_layer])
+    folding = np.concatenate(per_layer)
+    t = df.tables(net)
+    rows = {k: (v[layer] if np.ndim(v) == 1 else v) for k, v in t.items()}
+    weight, activation = (np.asarray(x, np.float64)[layer] for x in density)
+    cost = df.layer_costs(rows, df.Folding(*folding.T), weight, activation, net.precision, xp=np)
+    resources = np.stack([cost.dsp, cost.bram18, cost.lut, cost.ff], axis=1)
+    capacity = np.array([device.dsp, device.bram18 + 16 * device.uram, device.lut, device.ff], np.float64)
+    return OptionTable(tuple(options), sizes, start, folding, cost.cycles, resources, capacity,
+                       float(df.io_cycles(net, device)))
+
+
+def _check_fits_alone(net: df.Network, table: OptionTable, device: Device, limit: float) -> None:
     """Raises DeviceFitError naming the first layer that alone exceeds the device at minimal folding."""
-    minimal = np.ones((4, len(net)), np.int32)
     for i, name in enumerate(net.names):
-        sub = df.Network.build([net.layers[i]], [net.patterns[i]], net.precision)
-        sub_d = df.Density(np.asarray(density.weight)[i:i + 1], np.asarray(density.activation)[i:i + 1])
-        cost = df.evaluate(sub, df.Folding(*minimal[:, i:i + 1]), sub_d, device)
-        for r in RESOURCES:
-            if float(cost.utilisation[r]) > limit:
+        util = table.resources[table.start[i]] / table.capacity
+        for r, u in zip(RESOURCES, util):
+            if u > limit:
                 raise DeviceFitError(
-                    f"layer {name!r} alone needs {float(cost.utilisation[r]):.0%} of the {device.name}'s "
-                    f"{r.upper()} at its smallest folding (limit {limit:.0%}); it cannot fit this device")
+                    f"layer {name!r} alone needs {u:.0%} of the {device.name}'s {r.upper()} at its smallest "
+                    f"folding (limit {limit:.0%}); it cannot fit this device")
+
+
+def _unplaceable(net, table, device, limit, util) -> DeviceFitError:
+    _check_fits_alone(net, table, device, limit)
+    worst = RESOURCES[int(np.argmax(util))]
+    return DeviceFitError(f"the network needs {util.max():.0%} of the {device.name}'s {worst.upper()} "
+                          f"at its smallest folding (limit {limit:.0%})")
 
 
 def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
            max_steps: int = 10_000) -> DSEResult:
     """fpgaConvNet-style greedy folding for the highest throughput within `limit` x resources."""
-    options = factor_options(net)
-    cost_fn = _batched_cost(net, device)
-    current = np.ones((4, len(net)), np.int32)
-    _, cycles, util, _ = (np.asarray(x)[0] for x in cost_fn(_stack([current], GREEDY_BATCH), density))
+    table = option_table(net, density, device)
+    positions = np.zeros((len(net), 4), np.int64)  # every factor at its first option, 1
+    rows = table.start[:-1].copy()
+    cycles = table.cycles[rows]
+    util = table.resources[rows].sum(axis=0) / table.capacity
     evaluations = 1
     if (util > limit).any():
-        _check_fits_alone(net, density, device, limit)
-        worst = RESOURCES[int(np.argmax(util))]
-        raise DeviceFitError(f"the network needs {util.max():.0%} of the {device.name}'s {worst.upper()} "
-                             f"at its smallest folding (limit {limit:.0%})")
+        raise _unplaceable(net, table, device, limit, util)
     for _ in range(max_steps):
         bottleneck = int(np.argmax(cycles))
-        candidates = []
-        for k, factor in enumerate(df.Folding._fields):
-            values = options[bottleneck][factor]
-            position = values.index(int(current[k, bottleneck]))
-            if position + 1 < len(values):
-                step = current.copy()
-                step[k, bottleneck] = values[position + 1]
-                candidates.append(step)
-        if not candidates:
+        steps = []
+        for k in range(4):
+            if positions[bottleneck, k] + 1 < table.sizes[bottleneck, k]:
+                step = positions[bottleneck].copy()
+                step[k] += 1
+                steps.append(step)
+        if not steps:
             break
-        _, c_cycles, c_util, _ = (np.asarray(x)[:len(candidates)]
-                                  for x in cost_fn(_stack(candidates, GREEDY_BATCH), density))
+        candidates = np.array([table.row(bottleneck, step) for step in steps])
         evaluations += len(candidates)
+        others = table.resources[rows].sum(axis=0) - table.resources[rows[bottleneck]]
+        c_util = (others + table.resources[candidates]) / table.capacity
+        c_cycles = table.cycles[candidates]
         fits = (c_util <= limit).all(axis=1)
-        faster = c_cycles[:, bottleneck] < cycles[bottleneck] * (1 - 1e-9)
+        faster = c_cycles < cycles[bottleneck] * (1 - 1e-9)
         ok = np.flatnonzero(fits & faster)
         if ok.size == 0:
             break
         # speed-up of the bottleneck engine per share of the device it costs, counted in the
         # resource the step uses most (so a step that fills the binding resource is expensive)
-        gain = np.log(cycles[bottleneck] / c_cycles[ok, bottleneck])
+        gain = np.log(cycles[bottleneck] / c_cycles[ok])
         spent = np.maximum((c_util[ok] - util[None, :]).max(axis=1), 1e-6)
         best = ok[int(np.argmax(gain / spent))]
-        current = candidates[best]
-        cycles, util = c_cycles[best], c_util[best]
-    folding = df.Folding(*(current[k] for k in range(4)))
-    return DSEResult(folding, _final_cost(net, device)(folding, density), evaluations)
+        positions[bottleneck] = steps[best]
+        rows[bottleneck] = candidates[best]
+        cycles[bottleneck], util = c_cycles[best], c_util[best]
+    folding = df.Folding(*table.folding[rows].T)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations)
 
 
 def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
-               max_points: int = 2_000_000, chunk: int = 4096) -> DSEResult:
+               max_points: int = 2_000_000, chunk: int = 65536) -> DSEResult:
     """Every combination of valid factors (for small networks); the highest throughput that fits,
-    fewest DSPs among equals."""
-    options = factor_options(net)
-    per_layer = [list(itertools.product(*(o[f] for f in df.Folding._fields))) for o in options]
-    total = int(np.prod([len(p) for p in per_layer], dtype=np.float64))
+    fewest DSPs among equals (the first in `itertools.product` order among exact ties)."""
+    table = option_table(net, density, device)
+    counts = np.diff(table.start)
+    total = int(np.prod(counts, dtype=np.float64))
     if total > max_points:
         raise ValueError(f"{total:,} design points exceed max_points={max_points:,}; use greedy()")
-    cost_fn = _batched_cost(net, device)
     best_key, best = None, None
-    points = itertools.product(*per_layer)
-    while True:
-        batch = list(itertools.islice(points, chunk))
-        if not batch:
-            break
-        arr = np.array(batch, np.int32).transpose(0, 2, 1)  # (B, 4, L)
-        interval, _, util, layer_dsp = (np.asarray(x) for x in cost_fn(_stack(list(arr)), density))
-        fits = (util <= limit).all(axis=1)
+    for first in range(0, total, chunk):
+        index = np.arange(first, min(first + chunk, total))
+        # design number -> one row per layer, the last layer varying fastest (itertools.product)
+        rows = np.stack(np.unravel_index(index, counts), axis=1) + table.start[:-1]  # (B, L)
+        interval = np.maximum(table.cycles[rows].max(axis=1), table.io_cycles)
+        used = table.resources[rows].sum(axis=1)  # (B, 4)
+        fits = (used / table.capacity <= limit).all(axis=1)
         if not fits.any():
             continue
-        dsp = layer_dsp.sum(axis=1)
         idx = np.flatnonzero(fits)
-        i = idx[np.lexsort((dsp[idx], interval[idx]))[0]]
-        key = (interval[i], dsp[i])
+        i = idx[np.lexsort((used[idx, 0], interval[idx]))[0]]
+        key = (interval[i], used[i, 0])
         if best_key is None or key < best_key:
-            best_key, best = key, arr[i]
+            best_key, best = key, rows[i]
     if best is None:
-        _check_fits_alone(net, density, device, limit)
+        _check_fits_alone(net, table, device, limit)
         raise DeviceFitError(f"no folding of the network fits the {device.name} (limit {limit:.0%})")
-    folding = df.Folding(*(best[k] for k in range(4)))
-    return DSEResult(folding, _final_cost(net, device)(folding, density), total)
+    folding = df.Folding(*table.folding[best].T)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), total)

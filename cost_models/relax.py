@@ -19,10 +19,11 @@ from cost_models.sparsity import soft_ceil
 __all__ = ["smooth_max", "soft_ceil", "folding_from_log", "log_of_folding", "nearest_divisor"]
 
 
-def smooth_max(x: jax.Array, temperature: float | None, axis: int = -1) -> jax.Array:
-    """max(x) along `axis` for positive x; with a temperature, the log-space log-sum-exp."""
+def smooth_max(x: jax.Array, temperature: float | None, axis: int = -1, xp=jnp) -> jax.Array:
+    """max(x) along `axis` for positive x; with a temperature, the log-space log-sum-exp. `xp`:
+    numpy computes the exact max of concrete inputs without JAX."""
     if temperature is None:
-        return jnp.max(x, axis=axis)
+        return xp.max(x, axis=axis)
     # A zero entry (a layer with no work left) has log -inf and no weight; the double where keeps
     # its gradient 0, the limit, rather than 0 x inf = NaN.
     positive = x > 0

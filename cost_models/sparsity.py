@@ -15,6 +15,7 @@ the cost model and the exporter read. The cost model sorts them into four kinds 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal, Union
 
@@ -176,25 +177,33 @@ Pattern = Union[DensePattern, NMPattern, BalancedGroupPattern, CSPPattern, Dynam
                 UnstructuredPattern]
 
 
-def binomial_pmf(n, p: jax.Array) -> jax.Array:
+@functools.lru_cache(maxsize=None)
+def _log_comb(trials: int, kmax: int) -> np.ndarray:
+    """log C(trials, j) for j = 0..kmax (-inf past trials), computed once per window size."""
+    row = np.full(kmax + 1, -np.inf)
+    row[: trials + 1] = [math.lgamma(trials + 1) - math.lgamma(i + 1) - math.lgamma(trials - i + 1)
+                         for i in range(trials + 1)]
+    return row
+
+
+def binomial_pmf(n, p: jax.Array, xp=jnp) -> jax.Array:
     """P[X = j], j = 0..max(n), for X ~ Binomial(n, p); exact and differentiable in p.
 
     Args:
       n: number of trials: a static int, or a NumPy int array broadcastable with p (one window
         size per layer); entries past each n are 0.
       p: success probability, any shape.
+      xp: the array namespace: jax.numpy (traceable), or numpy for concrete inputs (no JAX
+        dispatch or compilation; float64).
     Returns:
       shape broadcast(p, n).shape + (max(n) + 1,).
     """
     n = np.asarray(n)
     kmax = int(n.max())
     j = np.arange(kmax + 1)
-    log_comb = np.full(n.shape + (kmax + 1,), -np.inf)
-    for index, trials in np.ndenumerate(n):
-        k = np.arange(trials + 1)
-        log_comb[index][: trials + 1] = [math.lgamma(trials + 1) - math.lgamma(i + 1) - math.lgamma(trials - i + 1)
-                                         for i in k]
-    p = jnp.asarray(p)[..., None]
+    sizes, where = np.unique(n, return_inverse=True)
+    log_comb = np.stack([_log_comb(int(size), kmax) for size in sizes])[where.reshape(n.shape)]
+    p = xp.asarray(p)[..., None]
     trials = n[..., None]
     # In log space: C(n, j) alone overflows float32 from n ~ 130 (C(144, 72) ~ 1e42), so the
     # product C(n, j) p^j (1-p)^(n-j) is formed as exp(log C + (j-1) log p + (n-j-1) log(1-p))
@@ -202,13 +211,13 @@ def binomial_pmf(n, p: jax.Array) -> jax.Array:
     # true one-sided derivative (d/dp P[X = 1] = n at p = 0), not 0. The where()s make p = 0 or 1
     # exact (0^0 = 1) with finite gradients (the "double where": the log never sees a zero).
     q = 1.0 - p
-    log_p = jnp.log(jnp.where(p > 0, p, 1.0))
-    log_q = jnp.log1p(-jnp.where(q > 0, p, 0.0))  # log(1 - p), accurate for small p
+    log_p = xp.log(xp.where(p > 0, p, 1.0))
+    log_q = xp.log1p(-xp.where(q > 0, p, 0.0))  # log(1 - p), accurate for small p
     rest = np.maximum(trials - j, 0)
-    p_term = jnp.where(j <= 1, 0.0, jnp.where(p > 0, (j - 1) * log_p, -jnp.inf))
-    q_term = jnp.where(rest <= 1, 0.0, jnp.where(q > 0, (rest - 1) * log_q, -jnp.inf))
-    core = jnp.exp(jnp.asarray(log_comb, log_p.dtype) + p_term + q_term)
-    return core * jnp.where(j >= 1, p, 1.0) * jnp.where(rest >= 1, q, 1.0)
+    p_term = xp.where(j <= 1, 0.0, xp.where(p > 0, (j - 1) * log_p, -np.inf))
+    q_term = xp.where(rest <= 1, 0.0, xp.where(q > 0, (rest - 1) * log_q, -np.inf))
+    core = xp.exp(xp.asarray(log_comb, log_p.dtype) + p_term + q_term)
+    return core * xp.where(j >= 1, p, 1.0) * xp.where(rest >= 1, q, 1.0)
 
 
 def expected_lane_max(n, p: jax.Array, lanes: int) -> jax.Array:
@@ -229,20 +238,20 @@ def expected_lane_max(n, p: jax.Array, lanes: int) -> jax.Array:
     return jnp.where(below, 1.0 - all_below, 0.0).sum(-1)
 
 
-def soft_ceil(y: jax.Array, max_value: int, temperature: float | None) -> jax.Array:
+def soft_ceil(y: jax.Array, max_value: int, temperature: float | None, xp=jnp) -> jax.Array:
     """ceil(y) for 0 <= y <= max_value; with a temperature, a smooth version that tends to it.
 
     ceil(y) = #{k >= 0 : k < y} = sum_k 1[y > k]; each step becomes a sigmoid of width
     `temperature`, shifted by 1/100 so that exact integers y (j / fine) round as ceil does.
     """
     if temperature is None:
-        return jnp.ceil(y - 1e-6)
+        return xp.ceil(y - 1e-6)
     k = np.arange(max_value + 1)
     return jax.nn.sigmoid((y[..., None] - k - 0.01) / temperature).sum(-1)
 
 
 def expected_window_cycles(window, density: jax.Array, fine: jax.Array,
-                           temperature: float | None = None, skip_zero_windows=True) -> jax.Array:
+                           temperature: float | None = None, skip_zero_windows=True, xp=jnp) -> jax.Array:
     """Expected cycles of a sparse dot-product unit with `fine` multipliers over one window.
 
     HASS (FPL 2024), Sec. III: a window of `window` (= K^2) products with j non-zeros takes
@@ -251,11 +260,11 @@ def expected_window_cycles(window, density: jax.Array, fine: jax.Array,
     not by sampling. A window with no non-zero costs 0 cycles if skipped, else 1.
 
     `window` and `skip_zero_windows` may be NumPy arrays (one entry per layer) broadcastable with
-    `density` and `fine`.
+    `density` and `fine`; `xp` as in `binomial_pmf` (numpy only with temperature None).
     """
-    pmf = binomial_pmf(window, density)
+    pmf = binomial_pmf(window, density, xp)
     kmax = int(np.max(window))
     j = np.arange(kmax + 1)
-    cycles = soft_ceil(j / jnp.asarray(fine)[..., None], kmax, temperature)
-    cycles = jnp.where((j == 0) & ~np.asarray(skip_zero_windows)[..., None], 1.0, cycles)
+    cycles = soft_ceil(j / xp.asarray(fine)[..., None], kmax, temperature, xp)
+    cycles = xp.where((j == 0) & ~np.asarray(skip_zero_windows)[..., None], 1.0, cycles)
     return (pmf * cycles).sum(-1)

@@ -1,8 +1,17 @@
-"""Design-space exploration: greedy vs exhaustive, budgets, and layers that cannot fit."""
+"""Design-space exploration: greedy vs exhaustive, budgets, layers that cannot fit, and the same
+designs as the JAX greedy that the NumPy option tables replaced."""
 
 import dataclasses
+import json
+from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+
+import cost_models as cm
+from cost_models.graph import INPUT, Graph, Node
+from cost_models.layers import GlobalPool
 
 from cost_models import dataflow as df
 from cost_models import devices, dse
@@ -10,6 +19,7 @@ from cost_models import sparsity as sp
 from cost_models.layers import Conv2D, Dense, Pool
 
 ZC706 = devices.get_device("zc706")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def small_nets():
@@ -59,3 +69,76 @@ def test_a_layer_that_cannot_fit_is_named():
     net = df.Network.build([Conv2D("small", (7, 7, 16), 16), Conv2D("huge", (7, 7, 512), 4096)])
     with pytest.raises(dse.DeviceFitError, match="layer 'huge' alone needs .* of the zc706's BRAM18"):
         dse.greedy(net, df.Density.dense(net), ZC706)
+
+
+def depthwise_net():
+    nodes, x, c, size = [], INPUT, 3, 32
+    nodes.append(Node(Conv2D("stem", (size, size, c), 32, (3, 3), (2, 2)), (x,)))
+    x, c, size = "stem", 32, 16
+    for i, (out, stride) in enumerate(((64, 1), (128, 2), (128, 1), (256, 2))):
+        nodes.append(Node(Conv2D(f"dw{i}", (size, size, c), c, (3, 3), (stride, stride), groups=c), (x,)))
+        size //= stride
+        nodes.append(Node(Conv2D(f"pw{i}", (size, size, c), out, (1, 1), padding=((0, 0), (0, 0))), (f"dw{i}",)))
+        x, c = f"pw{i}", out
+    nodes += [Node(GlobalPool("gap", (size, size, c)), (x,)), Node(Dense("fc", c, 10), ("gap",))]
+    return Graph.build((32, 32, 3), nodes)
+
+
+def greedy_cases():
+    """ResNet-18 with five patterns on three devices (most do not fit the two smaller ones:
+    the error must be the same too), and a depthwise-separable network with dense and HASS engines."""
+    graph = cm.networks.resnet18()
+    convs = [l.name for l in graph.layers if isinstance(l, Conv2D) and l.kernel == (3, 3)]
+    out = {}
+    for pname, pattern, wd, ad in (("dense", None, 1.0, 1.0), ("nm24", cm.NMPattern(2, 4), 0.5, 1.0),
+                                   ("unstructured", cm.UnstructuredPattern(), 0.3, 0.6),
+                                   ("balanced", cm.BalancedGroupPattern(4, 16), 0.25, 1.0),
+                                   ("dynamic", cm.DynamicPattern(), 0.5, 0.5)):
+        net = cm.Network.build(graph, {n: pattern for n in convs} if pattern else None)
+        w = np.array([wd if n in convs else 1.0 for n in net.names], np.float32)
+        a = np.array([ad if n in convs else 1.0 for n in net.names], np.float32)
+        for dev in ("u250", "zcu102", "zc706"):
+            out[f"resnet18-{pname}-{dev}"] = (net, cm.Density(w, a), cm.get_device(dev))
+    dw = depthwise_net()
+    for dev in ("zcu102", "zc706"):
+        net = cm.Network.build(dw)
+        out[f"depthwise-dense-{dev}"] = (net, cm.Density.dense(net), cm.get_device(dev))
+        net = cm.Network.build(dw, {n.layer.name: cm.UnstructuredPattern() for n in dw.nodes if n.layer.name.startswith("pw")})
+        d = np.array([0.4 if n.startswith("pw") else 1.0 for n in net.names], np.float32)
+        out[f"depthwise-unstructured-{dev}"] = (net, cm.Density(d, d), cm.get_device(dev))
+    return out
+
+
+def test_greedy_picks_what_the_jax_greedy_picked():
+    """The option-table greedy (NumPy, no compilation) against the designs, evaluation counts and
+    errors of the JAX greedy it replaced (tests/fixtures/greedy_reference.json says which)."""
+    reference = json.loads((FIXTURES / "greedy_reference.json").read_text())["cases"]
+    cases = greedy_cases()
+    assert sorted(cases) == sorted(reference)
+    for name, (net, density, device) in cases.items():
+        expected = reference[name]
+        if "error" in expected:
+            with pytest.raises(dse.DeviceFitError) as raised:
+                dse.greedy(net, density, device)
+            assert str(raised.value) == expected["error"], name
+            continue
+        result = dse.greedy(net, density, device)
+        assert np.asarray(result.folding).tolist() == expected["folding"], name
+        assert result.evaluations == expected["evaluations"], name
+
+
+def test_the_option_table_costs_each_layer_as_the_whole_model_does():
+    """Every row of the table equals that layer's entry of `df.evaluate` (JAX path) for a design
+    holding that row's folding, and the whole NumPy `evaluate` equals the JAX one."""
+    net, density, device = greedy_cases()["depthwise-unstructured-zcu102"]
+    table = dse.option_table(net, density, device)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        rows = np.array([rng.integers(a, b) for a, b in zip(table.start[:-1], table.start[1:])])
+        cost = df.evaluate(net, df.Folding(*table.folding[rows].T), density, device)
+        np.testing.assert_allclose(table.cycles[rows], np.asarray(cost.layer_cycles), rtol=1e-6)
+        for k, field in enumerate(("layer_dsp", "layer_bram18", "layer_lut", "layer_ff")):
+            np.testing.assert_allclose(table.resources[rows, k], np.asarray(getattr(cost, field)), rtol=1e-6)
+        in_numpy = df.evaluate(net, df.Folding(*table.folding[rows].T), density, device, xp=np)
+        for a, b in zip(jax.tree.leaves(in_numpy), jax.tree.leaves(cost)):
+            np.testing.assert_allclose(a, np.asarray(b), rtol=1e-6)
