@@ -355,12 +355,13 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     factor = xp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
     window = t["k2"] / fine * factor
     # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact; computed
-    # only for the unstructured engines, each over its own window size.
-    sparse = np.flatnonzero(work == sp.UNSTRUCTURED)
-    if sparse.size:
-        expected = sp.expected_window_cycles(t["k2"][sparse].astype(int), xp.clip(d_w[sparse] * d_a[sparse], 0.0, 1.0),
-                                             fine[sparse], temperature, t["skip_zero"][sparse], xp)
-        window = _set_rows(window, sparse, expected, xp)
+    # only for the unstructured engines, in one batch per window size (its tables are
+    # (K^2 + 1)^2 relaxed: a 7x7 stem must not size every 3x3 layer's).
+    for size in np.unique(t["k2"][work == sp.UNSTRUCTURED]):
+        rows = np.flatnonzero((work == sp.UNSTRUCTURED) & (t["k2"] == size))
+        expected = sp.expected_window_cycles(int(size), xp.clip(d_w[rows] * d_a[rows], 0.0, 1.0), fine[rows],
+                                             temperature, t["skip_zero"][rows], xp)
+        window = _set_rows(window, rows, expected, xp)
     conv_compute = dot_products * window
     dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
     compute = xp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)
