@@ -137,6 +137,34 @@ def time_resnet18(repeats=20):
     return (time.perf_counter() - t0) / repeats
 
 
+def time_resnet18_update(repeats=50):
+    """Seconds for the peer to evaluate ResNet-18's conv + fc layers once on its optimiser's own
+    path: layers built once, then per evaluation each layer's folding set (the setters run the
+    layer's `update()`), its latency and its resources read. Successive evaluations alternate
+    between two foldings, so every update changes the modules."""
+    from fpgaconvnet.models.layers.hls.ConvolutionLayer import ConvolutionLayer
+    from fpgaconvnet.models.layers import InnerProductLayer
+
+    layers = [ConvolutionLayer(filters=f, rows=h, cols=w, channels=c, coarse_in=1, coarse_out=1,
+                               kernel_size=k, stride=s, pad=p, fine=1) for h, w, c, f, k, s, p in RESNET18]
+    layers.append(InnerProductLayer(filters=1000, rows=1, cols=1, channels=512))
+
+    def once(wide):
+        interval, dsp = 0.0, 0
+        for layer in layers:
+            layer.coarse_in = 1 if not wide or layer.channels == 3 else 2
+            layer.coarse_out = 2 if wide else 1
+            interval = max(interval, layer.latency())
+            dsp += layer.resource()["DSP"]
+        return interval, dsp
+
+    once(True)
+    t0 = time.perf_counter()
+    for i in range(repeats):
+        once(i % 2 == 0)
+    return (time.perf_counter() - t0) / repeats
+
+
 def _peer_layer(node: dict, api_git: bool):
     """The peer's layer object for one node of a design, or None where this peer has no such layer."""
     import fpgaconvnet.models.layers as L
@@ -229,6 +257,7 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--network":
         network(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":
-        print(json.dumps({"seconds_per_network": time_resnet18()}))
+        print(json.dumps({"seconds_per_network": time_resnet18(),
+                          "seconds_per_network_update": time_resnet18_update()}))
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/fpgaconvnet_peer.json")
