@@ -4,7 +4,12 @@
   every engine at its smallest folding; repeatedly take the slowest engine and raise one of its
   factors to the next valid value, choosing the step that speeds that engine up most per DSP
   spent, as long as the whole design fits; stop when the bottleneck cannot be sped up.
-- `exhaustive`: every combination of valid factors, for small networks (to test `greedy`).
+- `anneal`: simulated annealing from greedy's design (so never worse than it), moving one factor
+  of one layer at a time, for where greedy's one-engine-at-a-time steps get stuck.
+- `exhaustive`: every combination of valid factors, for small networks (to test the others).
+
+All three read designs off an `OptionTable`: every valid folding of every layer costed once in
+NumPy, so none compiles anything.
 
 Valid factors divide the layer's dimension (`fine` divides K^2, except for HASS's sparse engines,
 which take any 1..K^2).
@@ -188,3 +193,56 @@ def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: f
         raise DeviceFitError(f"no folding of the network fits the {device.name} (limit {limit:.0%})")
     folding = df.Folding(*table.folding[best].T)
     return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), total)
+
+
+def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0, steps: int = 20_000,
+           chains: int = 4, start_temperature: float = 1.0, end_temperature: float = 1e-3,
+           seed: int = 0) -> DSEResult:
+    """Simulated annealing over foldings, from greedy's design (Kirkpatrick et al., Science 1983;
+    fpgaConvNet's optimiser offers it beside its greedy solver).
+
+    A move sets one factor of one layer to another of its valid values; a move that does not fit
+    `limit` x every resource is rejected. The energy is log(interval) plus a small DSP term (fewer
+    DSPs among equal intervals, as `exhaustive`), so a temperature is a relative change in
+    throughput; it falls geometrically from `start_temperature` to `end_temperature` over `steps`.
+    `chains` independent chains (seeded from `seed`) start from greedy's design; the best design
+    any of them saw is returned, so never a worse one than greedy's."""
+    table = option_table(net, density, device)
+    start = greedy(net, density, device, limit=limit)
+    first = np.zeros((len(net), 4), np.int64)
+    for l in range(len(net)):  # greedy's folding as option positions
+        for k, factor in enumerate(df.Folding._fields):
+            first[l, k] = table.options[l][factor].index(int(np.asarray(start.folding[k])[l]))
+
+    def energy(cycles, used):
+        return np.log(max(cycles.max(), table.io_cycles)) + 1e-3 * used[0] / table.capacity[0]
+
+    movable = np.argwhere(table.sizes > 1)  # (layer, factor) pairs with more than one option
+    temperatures = np.geomspace(start_temperature, end_temperature, steps)
+    greedy_rows = np.array([table.row(l, first[l]) for l in range(len(net))])
+    best_rows = greedy_rows
+    best_energy = energy(table.cycles[best_rows], table.resources[best_rows].sum(axis=0))
+    for chain in range(chains if len(movable) else 0):
+        rng = np.random.default_rng((seed, chain))
+        positions, rows = first.copy(), greedy_rows.copy()
+        cycles, used = table.cycles[rows].copy(), table.resources[rows].sum(axis=0)
+        current = energy(cycles, used)
+        for temperature in temperatures:
+            layer, k = movable[rng.integers(len(movable))]
+            step = positions[layer].copy()
+            step[k] = rng.integers(table.sizes[layer, k] - 1)  # any other value of that factor
+            step[k] += step[k] >= positions[layer, k]
+            row = table.row(layer, step)
+            new_used = used - table.resources[rows[layer]] + table.resources[row]
+            if (new_used / table.capacity > limit).any():
+                continue
+            new_cycles = cycles.copy()
+            new_cycles[layer] = table.cycles[row]
+            proposal = energy(new_cycles, new_used)
+            if proposal <= current or rng.random() < np.exp((current - proposal) / temperature):
+                positions[layer], rows[layer], cycles, used, current = step, row, new_cycles, new_used, proposal
+                if current < best_energy:
+                    best_energy, best_rows = current, rows.copy()
+    folding = df.Folding(*table.folding[best_rows].T)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np),
+                     start.evaluations + chains * steps)
