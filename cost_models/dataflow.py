@@ -81,6 +81,10 @@ class ResourceParams:
     ff_per_simple_stream: float = 300.0
     lutram_bits: int = 1024  # arrays this small go to LUTRAM, not BRAM (fpgaConvNet's rule)
     bram_configs: tuple = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+    # URAM288 (UG573): natively 72 x 4096; cascaded as fpgaConvNet's extended configurations
+    # (fpgaconvnet-model, tools/resource_analytical_model.py, URAM_EXT_CONF_WIDTH)
+    uram_configs: tuple = ((1, 262144), (2, 131072), (4, 65536), (9, 32768), (18, 16384), (36, 8192),
+                           (72, 4096))
 
 
 @jax.tree_util.register_static
@@ -197,6 +201,23 @@ class Density(NamedTuple):
         return Density(ones, ones)
 
 
+class MemoryPlan(NamedTuple):
+    """Where each engine's weights live, as fpgaConvNet's optimiser decides it
+    (fpgaconvnet-optimiser, solvers/greedy_partition.py, allocate_memory): `uram` is 1 where they
+    are in URAM instead of BRAM; `streamed` is the fraction of them read from off-chip memory for
+    every image, through a buffer one block deep per weight memory, at the cost of bandwidth.
+    Each (L,). `evaluate` without a plan pools URAM with BRAM (16 BRAM18 per URAM) and keeps every
+    weight on chip."""
+
+    uram: jax.Array
+    streamed: jax.Array
+
+    @staticmethod
+    def all_bram(net: "Network") -> "MemoryPlan":
+        zeros = np.zeros(len(net), np.float32)
+        return MemoryPlan(zeros, zeros)
+
+
 class Cost(NamedTuple):
     """The cost of one network on one device. Per-layer fields have shape (L,)."""
 
@@ -217,6 +238,8 @@ class Cost(NamedTuple):
     # is against BRAM18 + 16 x URAM (UltraRAM counted in BRAM18 equivalents)
     layer_lut: jax.Array
     layer_ff: jax.Array
+    layer_uram: jax.Array  # URAM blocks of each engine (0 unless a `MemoryPlan` puts weights there)
+    uram: jax.Array
 
 
 @functools.lru_cache(maxsize=256)
@@ -295,12 +318,13 @@ def dsp_per_multiplier(p: Precision) -> float:
     return dsp * (0.5 if p.data_bits <= 8 and p.weight_bits <= 8 else 1.0)
 
 
-def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp):
+def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp, configs=None):
     """BRAM18 blocks for a (width bits x depth words) array: the best aspect ratio (UG573);
-    arrays of at most `lutram_bits` bits go to LUTRAM (fpgaConvNet's rule)."""
+    arrays of at most `lutram_bits` bits go to LUTRAM (fpgaConvNet's rule). `configs`: another
+    RAM's (width, depth) configurations (URAM's)."""
     width, depth = xp.maximum(width, 1e-9), xp.maximum(depth, 1e-9)
     blocks = []
-    for w_cfg, d_cfg in params.bram_configs:
+    for w_cfg, d_cfg in configs or params.bram_configs:
         bw, bd = width / w_cfg, depth / d_cfg
         if temperature is None:
             blocks.append(xp.ceil(bw - 1e-9) * xp.ceil(bd - 1e-9))
@@ -319,6 +343,12 @@ class LayerCost(NamedTuple):
     lut: jax.Array
     ff: jax.Array
     macs_factor: jax.Array  # the fraction of the layer's MACs done after sparsity
+    # The weight memories apart (included in `bram18`), for placing them elsewhere (`MemoryPlan`):
+    weight_bram18: jax.Array  # BRAM18 blocks holding all the weights
+    weight_uram: jax.Array  # URAM blocks the same weights would take instead
+    weight_row_bram18: jax.Array  # one block deep per weight memory: a streaming buffer in BRAM
+    weight_row_uram: jax.Array  # ... in URAM
+    weight_bits: jax.Array  # bits of weights (indices included) read per image if all streamed
 
 
 def _set_rows(base, rows: np.ndarray, values, xp):
@@ -384,6 +414,14 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     # fpgaConvNet: one weight memory per multiplier, each (weight bits) wide and W / banks deep.
     weight_bram = banks * _bram18(weight_bits, t["params"] * stored / banks, resources, temperature, xp)
     weight_bram = xp.where(t["params"] > 0, weight_bram, 0.0)
+    weight_uram = banks * _bram18(weight_bits, t["params"] * stored / banks, resources, temperature, xp,
+                                  resources.uram_configs)
+    weight_uram = xp.where(t["params"] > 0, weight_uram, 0.0)
+    # fpgaConvNet streams a weight memory one block-deep slice at a time through a buffer of one
+    # block per memory and per block column (models/layers/utils.py, stream_buffer)
+    row_bram = banks * xp.ceil(weight_bits / resources.bram_configs[-1][0] - 1e-9)
+    row_uram = banks * xp.ceil(weight_bits / resources.uram_configs[-1][0] - 1e-9)
+    has_weights = (t["params"] > 0) & (weight_bram > 0)
     has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
     line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
                         t["c_in"] / streams_in * t["wp"], resources, temperature, xp)
@@ -408,7 +446,9 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
                resources.ff_per_simple_stream)
     macs_factor = xp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
                             [d_w, d_w * d_a, d_w * d_a], 1.0)
-    return LayerCost(cycles, dsp, bram, lut, ff, macs_factor)
+    return LayerCost(cycles, dsp, bram, lut, ff, macs_factor, weight_bram, weight_uram,
+                     xp.where(has_weights, row_bram, 0.0), xp.where(has_weights, row_uram, 0.0),
+                     t["params"] * stored * weight_bits)
 
 
 def io_bits_per_image(net: Network) -> float:
@@ -424,7 +464,7 @@ def io_cycles(net: Network, device: Device) -> float:
 
 def evaluate(net: Network, folding: Folding, density: Density, device: Device, *,
              temperature: float | None = None, resources: ResourceParams = ResourceParams(),
-             energy: EnergyParams = EnergyParams(), xp=jnp) -> Cost:
+             energy: EnergyParams = EnergyParams(), memory: MemoryPlan | None = None, xp=jnp) -> Cost:
     """The cost of `net` with `folding` and `density` on `device`.
 
     Args:
@@ -433,6 +473,8 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
       density: per-layer weight and activation densities in [0, 1], shape (L,) each.
       device: the FPGA; its clock sets cycles -> seconds.
       temperature: None for the discrete model; > 0 for the smooth relaxation.
+      memory: where the weights live (`MemoryPlan`); None: all on chip, URAM pooled with BRAM
+        as 16 BRAM18 each (utilisation then has no 'uram' entry).
       xp: jax.numpy (default: jit, grad and vmap work), or numpy to evaluate concrete inputs
         with `temperature=None` in float64 without JAX (no compilation: what the DSE uses).
     Returns:
@@ -448,10 +490,21 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     layer = layer_costs(t, folding, density.weight, density.activation, pr, temperature=temperature,
                         resources=resources, xp=xp)
 
-    # --- pipeline: interval = slowest stage, including the off-chip input/output stream
+    # --- where the weights live
+    layer_bram, layer_uram, io_bits = layer.bram18, xp.zeros_like(layer.bram18), io_bits_per_image(net)
+    if memory is not None:
+        in_uram, streamed = (xp.asarray(x, layer.cycles.dtype) for x in memory)
+        buffered = (streamed > 0).astype(layer.cycles.dtype)
+        blocks_bram = xp.ceil((1 - streamed) * layer.weight_bram18 - 1e-6) + buffered * layer.weight_row_bram18
+        blocks_uram = xp.ceil((1 - streamed) * layer.weight_uram - 1e-6) + buffered * layer.weight_row_uram
+        layer_bram = layer.bram18 - layer.weight_bram18 + (1 - in_uram) * blocks_bram
+        layer_uram = in_uram * blocks_uram
+        io_bits = io_bits + (streamed * layer.weight_bits).sum()
+
+    # --- pipeline: interval = slowest stage, including the off-chip streams (input, output and
+    # streamed weights) at the device's bandwidth
     clock_hz = device.clock_mhz * 1e6
-    io_bits = io_bits_per_image(net)
-    io = xp.asarray(io_cycles(net, device), layer.cycles.dtype)
+    io = xp.asarray(io_bits * clock_hz / (device.bandwidth_gbps * 1e9), layer.cycles.dtype)
     interval = smooth_max(xp.concatenate([layer.cycles, io[None]]), temperature, xp=xp)
     throughput = clock_hz / interval
     latency = interval * (1.0 + t["path_fill"]) / clock_hz
@@ -464,18 +517,24 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
                   + io_bits * energy.pj_per_dram_bit)
     energy_j = dynamic_pj * 1e-12 + energy.static_watts / throughput
 
-    dsp, bram, lut, ff = layer.dsp.sum(), layer.bram18.sum(), layer.lut.sum(), layer.ff.sum()
+    dsp, bram, lut, ff = layer.dsp.sum(), layer_bram.sum(), layer.lut.sum(), layer.ff.sum()
+    uram = layer_uram.sum()
     utilisation = {
         "dsp": dsp / device.dsp,
-        # on-chip memory in BRAM18 equivalents: a URAM (288 Kb) holds 16 BRAM18s (18 Kb) of
-        # weights, and fpgaConvNet balances weights between the two (balance_bram_uram).
-        "bram18": bram / (device.bram18 + 16 * device.uram),
         "lut": lut / device.lut,
         "ff": ff / device.ff,
         "bandwidth": bandwidth_gbps / device.bandwidth_gbps,
     }
-    return Cost(layer.cycles, interval, throughput, latency, layer.dsp, layer.bram18, dsp, bram, lut,
-                ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer.lut, layer.ff)
+    if memory is None:
+        # on-chip memory in BRAM18 equivalents: a URAM (288 Kb) holds 16 BRAM18s (18 Kb) of
+        # weights (a pooled bound: `MemoryPlan` places weights in one or the other)
+        utilisation["bram18"] = bram / (device.bram18 + 16 * device.uram)
+    else:
+        utilisation["bram18"] = bram / device.bram18
+        # a device without URAM cannot hold any: any use is infinitely over
+        utilisation["uram"] = uram / device.uram if device.uram else xp.where(uram > 0, np.inf, 0.0)
+    return Cost(layer.cycles, interval, throughput, latency, layer.dsp, layer_bram, dsp, bram, lut,
+                ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer.lut, layer.ff, layer_uram, uram)
 
 
 def _concrete(x) -> np.ndarray | None:

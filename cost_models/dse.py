@@ -39,6 +39,7 @@ class DSEResult:
     folding: df.Folding
     cost: df.Cost
     evaluations: int
+    memory: df.MemoryPlan | None = None  # where the weights live (None: pooled, all on chip)
 
 
 def factor_options(net: df.Network) -> list[dict[str, list[int]]]:
@@ -77,6 +78,7 @@ class OptionTable:
     resources: np.ndarray  # (R, 4) the engine's DSP, BRAM18, LUT, FF (`RESOURCES`)
     capacity: np.ndarray  # (4,) the device's (BRAM18 counts URAM as 16 BRAM18, as `df.evaluate`)
     io_cycles: float  # the off-chip input/output stream's cycles per image
+    weights: np.ndarray  # (R, 5) the weight memories: BRAM18, URAM, buffer BRAM18, buffer URAM, bits
 
     def row(self, layer: int, positions) -> int:
         i, j, k, m = positions
@@ -99,8 +101,75 @@ def option_table(net: df.Network, density: df.Density, device: Device) -> Option
     cost = df.layer_costs(rows, df.Folding(*folding.T), weight, activation, net.precision, xp=np)
     resources = np.stack([cost.dsp, cost.bram18, cost.lut, cost.ff], axis=1)
     capacity = np.array([device.dsp, device.bram18 + 16 * device.uram, device.lut, device.ff], np.float64)
+    weights = np.stack([cost.weight_bram18, cost.weight_uram, cost.weight_row_bram18, cost.weight_row_uram,
+                        np.broadcast_to(cost.weight_bits, cost.cycles.shape)], axis=1)
     return OptionTable(tuple(options), sizes, start, folding, cost.cycles, resources, capacity,
-                       float(df.io_cycles(net, device)))
+                       float(df.io_cycles(net, device)), weights)
+
+
+MEMORY = ("pooled", "on_chip", "streamed")
+PLANNED_RESOURCES = ("dsp", "bram18", "uram", "lut", "ff")
+
+
+def allocate_memory(table: OptionTable, rows: np.ndarray, device: Device, *, limit: float = 1.0,
+                    stream: bool = False) -> df.MemoryPlan:
+    """Where the weights of the design `rows` live, as fpgaConvNet's optimiser decides it
+    (fpgaconvnet-optimiser, solvers/greedy_partition.py, allocate_memory):
+
+    1. Balance BRAM and URAM: the engines with the most weight BRAM move to URAM one by one,
+       until BRAM's utilisation would drop below URAM's; that last move is kept only if it
+       leaves the two closer.
+    2. With `stream`, while BRAM or URAM is over `limit`: stream another tenth of one engine's
+       weights from off-chip memory, the engine that frees the most blocks of the RAM that is
+       over per bit of bandwidth it adds (its buffer counted against it).
+    """
+    weights = table.weights[rows]
+    bram_w, uram_w, row_bram, row_uram, bits = weights.T
+    other_bram = table.resources[rows, 1] - bram_w
+    in_uram, streamed = np.zeros(len(rows)), np.zeros(len(rows))
+
+    def totals():
+        buffered = streamed > 0
+        on_bram = np.ceil((1 - streamed) * bram_w - 1e-6) + buffered * row_bram
+        on_uram = np.ceil((1 - streamed) * uram_w - 1e-6) + buffered * row_uram
+        bram = other_bram.sum() + ((1 - in_uram) * on_bram).sum()
+        uram = (in_uram * on_uram).sum()
+        return bram / device.bram18, (uram / device.uram if device.uram else (np.inf if uram else 0.0))
+
+    if device.uram:
+        bram_util, uram_util = totals()
+        for layer in np.argsort(-bram_w, kind="stable"):
+            if bram_w[layer] == 0:
+                break
+            in_uram[layer] = 1
+            new_bram, new_uram = totals()
+            if new_bram <= new_uram and bram_util >= uram_util:
+                if abs(new_bram - new_uram) >= abs(bram_util - uram_util):
+                    in_uram[layer] = 0
+                break
+            bram_util, uram_util = new_bram, new_uram
+    if stream:
+        bram_util, uram_util = totals()
+        while bram_util > limit or uram_util > limit:
+            over_uram = bram_util <= limit
+            blocks = np.where(over_uram, uram_w, bram_w)
+            buffer = np.where(over_uram, row_uram, row_bram)
+            candidates = np.flatnonzero((in_uram == over_uram) & (blocks > 0) & (streamed < 1 - 1e-9))
+            if candidates.size == 0:
+                break
+            freed = 0.1 * blocks[candidates] - np.where(streamed[candidates] > 0, 0.0, buffer[candidates])
+            layer = candidates[int(np.argmax(freed / np.maximum(0.1 * bits[candidates], 1e-9)))]
+            streamed[layer] = min(1.0, round(streamed[layer] + 0.1, 6))
+            bram_util, uram_util = totals()
+    return df.MemoryPlan(in_uram, streamed)
+
+
+def _planned(net, table, rows, density, device, limit, stream):
+    """(interval, utilisation of `PLANNED_RESOURCES`, plan) of the design `rows` with its weights
+    placed by `allocate_memory`."""
+    plan = allocate_memory(table, rows, device, limit=limit, stream=stream)
+    cost = df.evaluate(net, df.Folding(*table.folding[rows].T), density, device, memory=plan, xp=np)
+    return float(cost.interval), np.array([float(cost.utilisation[r]) for r in PLANNED_RESOURCES]), plan
 
 
 def _check_fits_alone(net: df.Network, table: OptionTable, device: Device, limit: float) -> None:
@@ -122,9 +191,18 @@ def _unplaceable(net, table, device, limit, util) -> DeviceFitError:
 
 
 def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
-           max_steps: int = 10_000) -> DSEResult:
-    """fpgaConvNet-style greedy folding for the highest throughput within `limit` x resources."""
+           max_steps: int = 10_000, memory: str = "pooled") -> DSEResult:
+    """fpgaConvNet-style greedy folding for the highest throughput within `limit` x resources.
+
+    `memory`: "pooled" keeps every weight on chip and counts a URAM as 16 BRAM18 in one pool;
+    "on_chip" checks BRAM and URAM apart, with the weights balanced between them; "streamed" also
+    streams weights from off-chip memory where they do not fit, their bandwidth in the interval
+    (both as fpgaConvNet's optimiser, `allocate_memory`). The result's `memory` is the plan."""
+    if memory not in MEMORY:
+        raise ValueError(f"memory={memory!r}: use one of {', '.join(MEMORY)}")
     table = option_table(net, density, device)
+    if memory != "pooled":
+        return _greedy_planned(net, density, device, table, limit, max_steps, memory == "streamed")
     positions = np.zeros((len(net), 4), np.int64)  # every factor at its first option, 1
     rows = table.start[:-1].copy()
     cycles = table.cycles[rows]
@@ -162,6 +240,55 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
         cycles[bottleneck], util = c_cycles[best], c_util[best]
     folding = df.Folding(*table.folding[rows].T)
     return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations)
+
+
+def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DSEResult:
+    """`greedy` with the weights placed by `allocate_memory` at every step: a candidate must fit
+    every resource type and must not lengthen the interval (streamed weights' bandwidth can)."""
+    positions = np.zeros((len(net), 4), np.int64)
+    rows = table.start[:-1].copy()
+    cycles = table.cycles[rows]
+    interval, util, plan = _planned(net, table, rows, density, device, limit, stream)
+    evaluations = 1
+    if (util > limit).any():
+        worst = PLANNED_RESOURCES[int(np.argmax(util))]
+        raise DeviceFitError(f"the network needs {util.max():.0%} of the {device.name}'s {worst.upper()} at "
+                             f"its smallest folding (limit {limit:.0%}) with its weights "
+                             f"{'streamed where they do not fit' if stream else 'in BRAM and URAM'}")
+    for _ in range(max_steps):
+        if interval > cycles.max() * (1 + 1e-9):
+            break  # bound by the off-chip streams: no engine's folding makes it faster
+        bottleneck = int(np.argmax(cycles))
+        steps = []
+        for k in range(4):
+            if positions[bottleneck, k] + 1 < table.sizes[bottleneck, k]:
+                step = positions[bottleneck].copy()
+                step[k] += 1
+                steps.append(step)
+        if not steps:
+            break
+        evaluations += len(steps)
+        best, best_score = None, -np.inf
+        for step in steps:
+            row = table.row(bottleneck, step)
+            if not table.cycles[row] < cycles[bottleneck] * (1 - 1e-9):
+                continue
+            candidate = rows.copy()
+            candidate[bottleneck] = row
+            c_interval, c_util, c_plan = _planned(net, table, candidate, density, device, limit, stream)
+            if (c_util > limit).any() or c_interval > interval * (1 + 1e-9):
+                continue
+            gain = np.log(cycles[bottleneck] / table.cycles[row])
+            score = gain / max((c_util - util).max(), 1e-6)
+            if score > best_score:
+                best, best_score = (step, row, c_interval, c_util, c_plan), score
+        if best is None:
+            break
+        step, row, interval, util, plan = best
+        positions[bottleneck], rows[bottleneck] = step, row
+        cycles[bottleneck] = table.cycles[row]
+    folding = df.Folding(*table.folding[rows].T)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, memory=plan, xp=np), evaluations, plan)
 
 
 def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,

@@ -162,3 +162,43 @@ def test_the_option_table_costs_each_layer_as_the_whole_model_does():
         in_numpy = df.evaluate(net, df.Folding(*table.folding[rows].T), density, device, xp=np)
         for a, b in zip(jax.tree.leaves(in_numpy), jax.tree.leaves(cost)):
             np.testing.assert_allclose(a, np.asarray(b), rtol=1e-6)
+
+
+def test_weights_in_bram_and_uram_apart_and_streamed_where_they_do_not_fit():
+    """`memory`: pooled (URAM as 16 BRAM18, all weights on chip) hides that dense ResNet-18's
+    design needs 2.4x the U250's BRAM18; on_chip balances weights between BRAM and URAM and keeps
+    each within its own count; streamed fits the ZCU102 (no URAM), where the weights cannot all
+    live on chip, with the streamed weights' bits in the interval."""
+    net = cm.Network.build(cm.networks.resnet18())
+    density = cm.Density.dense(net)
+    u250, zcu102 = cm.get_device("u250"), cm.get_device("zcu102")
+    pooled = dse.greedy(net, density, u250)
+    assert float(pooled.cost.bram18) > 2 * u250.bram18  # "fits" only by counting URAM as BRAM
+    on_chip = dse.greedy(net, density, u250, memory="on_chip")
+    assert float(on_chip.cost.bram18) <= u250.bram18 and 0 < float(on_chip.cost.uram) <= u250.uram
+    assert not np.asarray(on_chip.memory.streamed).any() and np.asarray(on_chip.memory.uram).any()
+    for memory in ("pooled", "on_chip"):
+        with pytest.raises(dse.DeviceFitError):
+            dse.greedy(net, density, zcu102, memory=memory)
+    streamed = dse.greedy(net, density, zcu102, memory="streamed")
+    fractions = np.asarray(streamed.memory.streamed)
+    assert fractions.any() and np.allclose(fractions * 10, np.round(fractions * 10))
+    assert all(float(streamed.cost.utilisation[r]) <= 1.0 for r in dse.PLANNED_RESOURCES)
+    weights = df.layer_costs(df.tables(net), streamed.folding, density.weight, density.activation, net.precision,
+                             xp=np).weight_bits
+    bits = df.io_bits_per_image(net) + float((fractions * weights).sum())
+    assert float(streamed.cost.interval) >= bits * zcu102.clock_mhz * 1e6 / (zcu102.bandwidth_gbps * 1e9)
+    assert float(streamed.cost.bandwidth_gbps) == pytest.approx(bits * float(streamed.cost.throughput) / 1e9)
+
+
+def test_a_plan_with_every_weight_in_bram_costs_what_the_pooled_model_does_without_uram():
+    net = small_nets()["conv-pool-nm-fc"]
+    density = df.Density.from_patterns(net)
+    folding = dse.greedy(net, density, ZC706).folding
+    pooled = df.evaluate(net, folding, density, ZC706, xp=np)
+    planned = df.evaluate(net, folding, density, ZC706, memory=df.MemoryPlan.all_bram(net), xp=np)
+    for field in ("interval", "bram18", "dsp", "lut", "bandwidth_gbps"):
+        assert float(getattr(planned, field)) == pytest.approx(float(getattr(pooled, field)))
+    assert float(planned.uram) == 0 and planned.utilisation["uram"] == 0
+    with pytest.raises(ValueError, match="memory='offchip': use one of pooled, on_chip, streamed"):
+        dse.greedy(net, density, ZC706, memory="offchip")
