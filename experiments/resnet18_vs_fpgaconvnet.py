@@ -11,6 +11,12 @@ Three steps, the middle one in the peer's own environments (see benchmarks/peer_
     python experiments/resnet18_vs_fpgaconvnet.py table tests/fixtures/fpgaconvnet_resnet18_network.json \
         > experiments/resnet18_vs_fpgaconvnet.md
 
+Whether a design fits the device by both models (`dse.greedy`'s `memory` modes):
+
+    python experiments/resnet18_vs_fpgaconvnet.py design /tmp/fit.json u250 on_chip 0.85   # or zcu102 streamed
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /tmp/peer/bin/python $PEER --network /tmp/fit.json /tmp/fit_hls.json
+    python experiments/resnet18_vs_fpgaconvnet.py fit /tmp/fit.json /tmp/fit_hls.json
+
 `design` builds the whole graph of ResNet-18 (convs, ReLUs, max pool, forks, adds, global pool,
 fc: 56 nodes) at 16-bit data and weights, folds every node with cooptim's greedy DSE on the U250
 and writes each node with its folding. `merge` puts both peers' figures beside each node in one
@@ -50,11 +56,11 @@ def _node_type(layer) -> str:
     raise ValueError(f"node {layer.name}: no peer counterpart for {type(layer).__name__}")
 
 
-def design(out_path: str) -> None:
+def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", limit: str = "1.0") -> None:
     graph = cm.networks.resnet18()
     net = cm.Network.build(graph, None, PRECISION)
-    device = cm.get_device(DEVICE)
-    best = cm.dse.greedy(net, cm.Density.dense(net), device)
+    device = cm.get_device(device_name)
+    best = cm.dse.greedy(net, cm.Density.dense(net), device, memory=memory, limit=float(limit))
     nodes = []
     for i, node in enumerate(graph.nodes):
         layer = node.layer
@@ -71,10 +77,43 @@ def design(out_path: str) -> None:
         if isinstance(layer, cm.Split):
             record.update(outputs=layer.outputs)
         nodes.append(record)
-    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": DEVICE, "nodes": nodes}
+    cost = best.cost
+    ours = {"memory": memory, "limit": float(limit), "throughput": float(cost.throughput), "DSP": float(cost.dsp),
+            "BRAM": float(cost.bram18), "URAM": float(cost.uram), "LUT": float(cost.lut), "FF": float(cost.ff),
+            "streamed_layers": int(np.count_nonzero(np.asarray(best.memory.streamed))) if best.memory else 0,
+            "bandwidth_gbps": float(cost.bandwidth_gbps)}
+    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": device_name, "ours": ours, "nodes": nodes}
     with open(out_path, "w") as fh:
         json.dump(out, fh, indent=1)
     print(f"wrote {len(nodes)} nodes to {out_path}; interval {best.cost.interval:,.0f} cycles", file=sys.stderr)
+
+
+def fit(design_path: str, hls_path: str) -> str:
+    """A design's resources by cooptim's model (its memory plan) and by the hls wheel's for the
+    same folding, against the device. The wheel has no URAM and no weight streaming: it counts
+    every weight in BRAM, and it has no split, add or global-pool layer (those nodes' logic is
+    missing from its sums)."""
+    design_ = json.loads(open(design_path).read())
+    wheel = json.loads(open(hls_path).read())
+    device = cm.get_device(design_["device"])
+    ours = design_["ours"]
+    modelled = [n for n in wheel["nodes"] if "cycles" in n]
+    peer_sum = {r: sum(n[r] for n in modelled) for r in ("DSP", "BRAM", "LUT", "FF")}
+    capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut, "FF": device.ff}
+    lines = [f"Dense ResNet-18 on the {device.name.upper()}, `memory: {ours['memory']}`, every resource "
+             f"within {ours['limit']:.0%} of the device by cooptim's model: "
+             f"{ours['throughput']:,.0f} images/s by cooptim's model, {ours['streamed_layers']} layers' weights "
+             f"partly streamed ({ours['bandwidth_gbps']:.1f} Gbit/s of {device.bandwidth_gbps:g}).", "",
+             "| resource | device | cooptim | % | fpgaconvnet-model 0.1.4.2 (hls), same folding | % |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in ("DSP", "BRAM", "URAM", "LUT", "FF"):
+        mine, theirs = ours[r], peer_sum.get(r)
+        cap = capacity[r]
+        pct = (lambda x: f"{100 * x / cap:.0f}%" if cap else ("0%" if not x else "over"))
+        lines.append(f"| {r} | {cap:,} | {mine:,.0f} | {pct(mine)} | "
+                     + (f"{theirs:,.0f} | {pct(theirs)} |" if theirs is not None else "not modelled | - |"))
+    lines.append(f"\nThe wheel evaluated {len(modelled)} of the {len(wheel['nodes'])} nodes.")
+    return "\n".join(lines)
 
 
 def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None:
@@ -224,8 +263,10 @@ def table(fixture_path: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "design":
-        design(sys.argv[2])
+    if len(sys.argv) in (3, 5, 6) and sys.argv[1] == "design":
+        design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT]]
+    elif len(sys.argv) == 4 and sys.argv[1] == "fit":
+        print(fit(sys.argv[2], sys.argv[3]))
     elif len(sys.argv) == 6 and sys.argv[1] == "merge":
         merge(*sys.argv[2:])
     elif len(sys.argv) == 3 and sys.argv[1] == "table":
