@@ -109,6 +109,12 @@ class HardwareConfig:
     scale is a power of two, calibrated on `calibration_samples` training images; weights get one
     scale per output channel (`weight_scale: per_channel`) or per layer. Requantization rounds with
     `rounding` and saturates.
+
+    The dataflow DSE (`cost_models.dse.greedy`) keeps every resource within `resource_budget` of
+    the device and places the weights by `memory`: `pooled` (all on chip, a URAM counted as 16
+    BRAM18 in one pool), `on_chip` (BRAM and URAM apart, weights balanced between them) or
+    `streamed` (also streams weights from off-chip where they do not fit, their bandwidth in the
+    interval), the last two as fpgaConvNet's optimiser does.
     """
 
     device: StrictStr = "zcu102"
@@ -123,6 +129,8 @@ class HardwareConfig:
     weight_scale: Literal["per_channel", "per_layer"] = "per_channel"
     rounding: Literal["half_up", "half_even", "floor"] = "half_up"
     calibration_samples: PositiveInt = 512
+    memory: Literal["pooled", "on_chip", "streamed"] = "pooled"
+    resource_budget: Annotated[float, Field(gt=0.0, le=1.0, strict=True)] = 1.0
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -32,6 +32,22 @@ def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = Fals
     return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
+def design(net: cm.Network, density: cm.Density, hw: HardwareConfig, device: cm.Device) -> cm.dse.DSEResult:
+    """The dataflow design of the DSE for `net`: greedy folding within `hardware.resource_budget`
+    of the device, weights placed by `hardware.memory`."""
+    return cm.dse.greedy(net, density, device, memory=hw.memory, limit=hw.resource_budget)
+
+
+def memory_plan(net: cm.Network, result: cm.dse.DSEResult) -> dict:
+    """{layer: {"ram": "bram" | "uram", "streamed": fraction}} of the layers with weights, or {}
+    for a pooled design."""
+    if result.memory is None:
+        return {}
+    uram, streamed = (np.asarray(x) for x in result.memory)
+    return {name: {"ram": "uram" if uram[i] else "bram", "streamed": round(float(streamed[i]), 3)}
+            for i, name in enumerate(net.names) if getattr(net.layers[i], "params", 0)}
+
+
 def cost_summary(cost) -> dict:
     """A cost model's `Cost` as plain floats (throughput, latency, energy, resources, per-layer cycles)."""
     util = {k: float(v) for k, v in cost.utilisation.items()} if hasattr(cost, "utilisation") else {}
@@ -40,7 +56,7 @@ def cost_summary(cost) -> dict:
         "latency_s": float(cost.latency),
         "energy_j": float(cost.energy_j),
         "dsp": float(cost.dsp),
-        **({"bram18": float(cost.bram18), "lut": float(cost.lut), "ff": float(cost.ff)}
+        **({"bram18": float(cost.bram18), "uram": float(cost.uram), "lut": float(cost.lut), "ff": float(cost.ff)}
            if hasattr(cost, "bram18") else {}),
         "utilisation": util,
         "layer_cycles": [float(c) for c in np.asarray(cost.layer_cycles)],
@@ -55,8 +71,9 @@ def evaluate(net: cm.Network, density: cm.Density, cfg: Config, device: cm.Devic
     if hw.accelerator == "overlay":
         cost = cm.overlay.evaluate(net, cm.overlay.Engine(hw.pe_in, hw.pe_out), density, device)
         return {**cost_summary(cost), "folding": None}
-    result = cm.dse.greedy(net, density, device)
-    return {**cost_summary(result.cost), "folding": folding_by_layer(net, result.folding)}
+    result = design(net, density, hw, device)
+    return {**cost_summary(result.cost), "folding": folding_by_layer(net, result.folding),
+            "memory": hw.memory, "memory_plan": memory_plan(net, result)}
 
 
 def folding_by_layer(net: cm.Network, folding: cm.Folding) -> dict:

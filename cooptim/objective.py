@@ -26,8 +26,8 @@ import numpy as np
 
 import cost_models as cm
 from cooptim import nn
-from cooptim.config import Config, ObjectiveConfig
-from cooptim.hardware import densities_of, device_of, network_of
+from cooptim.config import Config, HardwareConfig, ObjectiveConfig
+from cooptim.hardware import densities_of, design, device_of, network_of
 
 
 def lambda_at(cfg: ObjectiveConfig, progress: float) -> float:
@@ -57,6 +57,7 @@ class HardwareObjective:
     cfg: ObjectiveConfig
     net: cm.Network
     device: cm.Device
+    hardware: HardwareConfig
     names: tuple[str, ...]
     macs: np.ndarray
     pruned: np.ndarray
@@ -73,7 +74,7 @@ class HardwareObjective:
             raise ValueError(f"{source}: 'objective': no layer is pruned, so there is nothing for the "
                              f"hardware cost to move")
         macs = np.array([layer.macs for layer in net.layers], np.float64)
-        return cls(cfg.objective, net, device_of(cfg.hardware, source), tuple(net.names), macs, pruned)
+        return cls(cfg.objective, net, device_of(cfg.hardware, source), cfg.hardware, tuple(net.names), macs, pruned)
 
     # ---------------------------------------------------------------- densities of a model
 
@@ -129,7 +130,7 @@ class HardwareObjective:
 
     def solve_folding(self, model, gate_stats: dict | None = None) -> cm.Folding:
         """The integer folding of the greedy DSE for the model's current densities."""
-        return cm.dse.greedy(self.net, self.concrete_densities(model, gate_stats), self.device).folding
+        return design(self.net, self.concrete_densities(model, gate_stats), self.hardware, self.device).folding
 
     def due(self, step: int) -> bool:
         """Whether the folding is re-solved before `step` (the first solve is at step 0, when

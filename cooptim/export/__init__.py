@@ -33,7 +33,6 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-import cost_models as cm
 from cooptim import folders, nn
 from cooptim import quantize as q
 from cooptim.config import ConfigError
@@ -44,7 +43,7 @@ from cooptim.export.common import SCHEMA_VERSION, ExportError, c_name
 from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, window_zero_histogram
 from cooptim.export.readme import folder_readme
 from cooptim.export.vectors import saturation_vector, test_vectors
-from cooptim.hardware import cost_summary, densities_of, device_of, folding_by_layer, network_of
+from cooptim.hardware import cost_summary, densities_of, design, device_of, folding_by_layer, memory_plan, network_of
 from cooptim.run import RunError
 from cost_models.graph import INPUT
 
@@ -71,15 +70,18 @@ def _hardware(cfg, model, dataset) -> dict:
     graph = nn.graph_of(model, dataset.image_shape)
     net = network_of(model, graph, cfg.hardware)
     device = device_of(cfg.hardware)
-    result = cm.dse.greedy(net, densities_of(model, net.names, gates), device)
+    result = design(net, densities_of(model, net.names, gates), cfg.hardware, device)
     summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)
     layer_dsp, layer_bram18 = np.asarray(result.cost.layer_dsp), np.asarray(result.cost.layer_bram18)
+    plan = memory_plan(net, result)
     nodes = {name: {"folding": folding[name], "cycles": summary["layer_cycles"][i],
-                    "dsp": float(layer_dsp[i]), "bram18": float(layer_bram18[i])}
+                    "dsp": float(layer_dsp[i]), "bram18": float(layer_bram18[i]),
+                    **({"weights_memory": plan[name]} if name in plan else {})}
              for i, name in enumerate(net.names)}
     bottleneck = net.names[int(np.argmax(summary["layer_cycles"]))]
     pipeline = {"throughput": summary["throughput"], "latency_s": summary["latency_s"], "bottleneck": bottleneck,
-                **{k: summary[k] for k in ("dsp", "bram18", "lut", "ff", "energy_j", "utilisation")}}
+                **{k: summary[k] for k in ("dsp", "bram18", "lut", "ff", "energy_j", "utilisation")},
+                "memory": cfg.hardware.memory, "uram": summary["uram"]}
     return {"device": device.name, "clock_mhz": float(device.clock_mhz), "nodes": nodes, "pipeline": pipeline,
             "skip_buffers": graph.skip_buffers()}
 

@@ -6,7 +6,7 @@ import re
 
 from cooptim.errors import UserError
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 
 class ExportError(UserError, RuntimeError):

@@ -57,6 +57,8 @@ def _node_entry(net: q.QuantizedGraph, node: q.QuantNode, cost: dict, hw, arrays
              "in_shapes": [list(net.shape(i)) for i in node.inputs], "out_shape": list(node.out_shape),
              "format": _format(node.out_format), "folding": cost["folding"],
              "expected": {"cycles": cost["cycles"], "dsp": cost["dsp"], "bram18": cost["bram18"]}}
+    if "weights_memory" in cost:  # the DSE's memory plan (hardware.memory: on_chip or streamed)
+        entry["weights_memory"] = cost["weights_memory"]
     if node.op in WEIGHTED:
         entry["layer"] = _weighted(node, hw, sorted(f"weights/{c_name(node.name)}_{a}.mem" for a in arrays))
     elif node.op in ("max_pool", "avg_pool"):

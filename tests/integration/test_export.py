@@ -40,10 +40,10 @@ def digits():
     return load_data(config_lib.DataConfig(name="digits"))
 
 
-def _config(method: str, **hardware):
+def _config(method: str, width: int = 8, **hardware):
     spec = NETWORKS[method]
     return config_lib.from_dict({
-        "name": f"export_{method}", "model": {"name": "digits_cnn", "width": 8},
+        "name": f"export_{method}", "model": {"name": "digits_cnn", "width": width},
         "sparsity": {"default": {"method": "dense"}, "layers": {
             "conv2": yaml.safe_load(spec), "conv3": yaml.safe_load(spec)}},
         "hardware": {"data_bits": 8, "weight_bits": 8, "pe_in": 8, **hardware}})
@@ -66,9 +66,9 @@ def narrowed(net: q.QuantizedGraph, images: np.ndarray) -> q.QuantizedGraph:
     return net
 
 
-def _narrow_network(method, digits):
+def _narrow_network(method, digits, width=8, **hardware):
     """An untrained model (fixed seed) quantized with the narrowest accumulators (`narrowed`)."""
-    cfg = _config(method)
+    cfg = _config(method, width, **hardware)
     model = nn.build_model(cfg, digits.image_shape, digits.num_classes)
     model.eval()
     images, _ = digits.train.get(np.arange(128))
@@ -154,7 +154,7 @@ def test_accelerator_json_matches_the_schema_and_fpgaconvnet_layout(digits, tmp_
     out = ex.export_model(cfg, model, digits, net, tmp_path / "export", vectors=2)
     config = json.loads((out / "accelerator.json").read_text())
     ex.validate(config)
-    assert config["schema_version"] == ex.SCHEMA_VERSION == "2.0"
+    assert config["schema_version"] == ex.SCHEMA_VERSION == "2.1"
     assert [n["op"] for n in config["nodes"]] == [n.op for n in net.nodes]
     assert config["nodes"][2]["layer"]["sparsity"] == {"pattern": "balanced_group", "n": 4, "m": 8}
     assert [(e["from"], e["to"]) for e in config["edges"]][:2] == [("input", "conv1"), ("conv1", "conv1.relu")]
@@ -189,6 +189,25 @@ def test_the_report_and_accelerator_json_give_the_same_figures(digits, tmp_path)
         assert mine["expected"] == {k: theirs[k] for k in ("cycles", "dsp", "bram18")}
         assert mine["folding"] == theirs["folding"]
     assert config["pipeline"]["throughput"] == report["sparse"]["throughput"]
+
+
+def test_a_memory_plan_reaches_the_report_and_accelerator_json(digits, tmp_path):
+    """`hardware.memory: on_chip` on a board whose BRAM is scarce beside its URAM (a board of the
+    test's own, through `hardware.devices_file`): the DSE moves weight memories to URAM; the
+    report and accelerator.json (schema-validated) name the same place per node."""
+    board = tmp_path / "boards.yaml"
+    board.write_text(yaml.safe_dump({"scarce_bram": {"dsp": 2000, "bram18": 16, "uram": 32, "lut": 500_000,
+                                                     "ff": 1_000_000, "clock_mhz": 200, "bandwidth_gbps": 10}}))
+    cfg, model, net = _narrow_network("nm", digits, 64, device="scarce_bram", devices_file=str(board),
+                                      memory="on_chip")
+    out = ex.export_model(cfg, model, digits, net, tmp_path / "export", vectors=1)
+    config = json.loads((out / "accelerator.json").read_text())
+    ex.validate(config)
+    report = hardware_report(model, nn.graph_of(model, digits.image_shape), cfg)
+    plan = report["sparse"]["memory_plan"]
+    assert config["pipeline"]["memory"] == "on_chip" and config["pipeline"]["uram"] > 0
+    assert {n["name"]: n["weights_memory"] for n in config["nodes"] if "weights_memory" in n} == plan
+    assert any(p["ram"] == "uram" for p in plan.values()) and not any(p["streamed"] for p in plan.values())
 
 
 PEER_PYTHON = os.environ.get("COOPTIM_PEER_PYTHON")

@@ -91,6 +91,8 @@ def test_override_pattern_that_matches_no_layer_is_an_error():
     ({"sparsity": {"default": {"method": "magic"}}}, None, "'sparsity.default.method' = 'magic' is not a known"),
     ({"sparsity": {"default": {"n": 2}}}, None, "'sparsity.default' needs a 'method'"),
     ({"data": {"test_fraction": 1.5}}, None, "'data.test_fraction' = 1.5"),
+    ({"hardware": {"memory": "offchip"}}, None, "'hardware.memory' = 'offchip'"),
+    ({"hardware": {"resource_budget": 1.5}}, None, "'hardware.resource_budget' = 1.5"),
 ])
 def test_wrong_types_and_ranges(section, value, expected):
     with pytest.raises(ConfigError, match=expected.replace(".", r"\.").replace("(", r"\(")):
