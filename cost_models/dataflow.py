@@ -274,12 +274,13 @@ def tables(net: Network) -> dict[str, np.ndarray]:
                      ho_wo=ho * wo, in_words=h * w * c, in_pad_words=(h + pt + pb) * (w + pl + pr) * c,
                      out_words=ho * wo * c, wp=w + pl + pr)
         elif isinstance(layer, (GlobalPool, Elementwise, Split, Subsample)):
-            h, w, c = layer.in_shape
-            ho, wo, co = layer.out_shape
+            # (H, W, C) maps, or (features,) vectors after a dense layer (VGG's classifier ReLUs)
+            c, co = layer.in_shape[-1], layer.out_shape[-1]
+            in_words, out_words = math.prod(layer.in_shape), math.prod(layer.out_shape)
             # a split writes `outputs` streams, a merge reads one per input: their logic per port
             ports = layer.outputs if isinstance(layer, Split) else len(node.inputs)
             r.update(kind=GLOBAL_POOL if isinstance(layer, GlobalPool) else ELEMENTWISE, c_in=c,
-                     c_out=co, in_words=h * w * c, in_pad_words=h * w * c, out_words=ho * wo * co, ports=ports)
+                     c_out=co, in_words=in_words, in_pad_words=in_words, out_words=out_words, ports=ports)
         else:
             raise CostModelError(f"layer {getattr(layer, 'name', layer)!r}: unsupported type {type(layer).__name__}")
         rows.append(r)

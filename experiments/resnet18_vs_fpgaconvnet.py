@@ -56,8 +56,20 @@ def _node_type(layer) -> str:
     raise ValueError(f"node {layer.name}: no peer counterpart for {type(layer).__name__}")
 
 
-def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", limit: str = "1.0") -> None:
-    graph = cm.networks.resnet18()
+def zoo_graph(network: str) -> cm.Graph:
+    """The dense graph of a network of cooptim's zoo at 224 x 224 (ResNet-18 from cost_models)."""
+    if network == "resnet18":
+        return cm.networks.resnet18()
+    from cooptim import config as config_lib, nn
+
+    cfg = config_lib.from_dict({"name": network, "model": {"name": network},
+                                "sparsity": {"default": {"method": "dense"}}})
+    return nn.graph_of(nn.build_model(cfg, (224, 224, 3), 1000), (224, 224, 3))
+
+
+def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", limit: str = "1.0",
+           network: str = "resnet18") -> None:
+    graph = zoo_graph(network)
     net = cm.Network.build(graph, None, PRECISION)
     device = cm.get_device(device_name)
     best = cm.dse.greedy(net, cm.Density.dense(net), device, memory=memory, limit=float(limit))
@@ -82,7 +94,7 @@ def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", lim
             "BRAM": float(cost.bram18), "URAM": float(cost.uram), "LUT": float(cost.lut), "FF": float(cost.ff),
             "streamed_layers": int(np.count_nonzero(np.asarray(best.memory.streamed))) if best.memory else 0,
             "bandwidth_gbps": float(cost.bandwidth_gbps)}
-    out = {"network": "resnet18 (dense, 224x224, 16-bit)", "device": device_name, "ours": ours, "nodes": nodes}
+    out = {"network": f"{network} (dense, 224x224, 16-bit)", "device": device_name, "ours": ours, "nodes": nodes}
     with open(out_path, "w") as fh:
         json.dump(out, fh, indent=1)
     print(f"wrote {len(nodes)} nodes to {out_path}; interval {best.cost.interval:,.0f} cycles", file=sys.stderr)
@@ -100,7 +112,7 @@ def fit(design_path: str, hls_path: str) -> str:
     modelled = [n for n in wheel["nodes"] if "cycles" in n]
     peer_sum = {r: sum(n[r] for n in modelled) for r in ("DSP", "BRAM", "LUT", "FF")}
     capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut, "FF": device.ff}
-    lines = [f"Dense ResNet-18 on the {device.name.upper()}, `memory: {ours['memory']}`, every resource "
+    lines = [f"Dense {design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`, every resource "
              f"within {ours['limit']:.0%} of the device by cooptim's model: "
              f"{ours['throughput']:,.0f} images/s by cooptim's model, {ours['streamed_layers']} layers' weights "
              f"partly streamed ({ours['bandwidth_gbps']:.1f} Gbit/s of {device.bandwidth_gbps:g}).", "",
@@ -263,8 +275,8 @@ def table(fixture_path: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (3, 5, 6) and sys.argv[1] == "design":
-        design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT]]
+    if len(sys.argv) in (3, 5, 6, 7) and sys.argv[1] == "design":
+        design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT [NETWORK]]]
     elif len(sys.argv) == 4 and sys.argv[1] == "fit":
         print(fit(sys.argv[2], sys.argv[3]))
     elif len(sys.argv) == 6 and sys.argv[1] == "merge":

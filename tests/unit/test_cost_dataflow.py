@@ -247,3 +247,12 @@ def test_a_csp_layer_works_and_stores_its_kept_fraction():
     assert float(csp.effective_macs) == pytest.approx(0.375 * float(dense.effective_macs))
     with pytest.raises(ValueError, match="kept must be in"):
         sp.CSPPattern(chunks=4, kept=0.0)
+
+
+def test_an_activation_on_a_feature_vector_streams_its_features():
+    """VGG's classifier: a ReLU between two dense layers has a (features,) shape, not (H, W, C);
+    it reads and writes one feature per stream per cycle (it was an unpacking error)."""
+    net = df.Network.build([Dense("fc1", 64, 32), Elementwise("relu", (32,)), Dense("fc2", 32, 10)])
+    folding = df.Folding.of(net, coarse_in={"relu": 4})
+    cost = df.evaluate(net, folding, df.Density.dense(net), devices.get_device("zcu102"))
+    assert float(cost.layer_cycles[1]) == 32 / 4
