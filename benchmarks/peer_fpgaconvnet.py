@@ -168,7 +168,8 @@ def time_resnet18_update(repeats=50):
 def _peer_layer(node: dict, api_git: bool):
     """The peer's layer object for one node of a design, or None where this peer has no such layer."""
     import fpgaconvnet.models.layers as L
-    h, w, c = node["in_shape"]
+    shape = node["in_shape"]
+    h, w, c = shape if len(shape) == 3 else (1, 1, shape[-1])  # (features,): a vector after a dense layer
     fold = node["folding"]
     if node["type"] == "conv":
         (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = node["kernel"], node["stride"], node["padding"]
