@@ -190,6 +190,17 @@ def _unplaceable(net, table, device, limit, util) -> DeviceFitError:
                           f"at its smallest folding (limit {limit:.0%})")
 
 
+def _next_steps(table: OptionTable, positions: np.ndarray, layer: int) -> list[np.ndarray]:
+    """Greedy's candidates: `layer`'s option positions with one factor raised to its next value."""
+    steps = []
+    for k in range(4):
+        if positions[layer, k] + 1 < table.sizes[layer, k]:
+            step = positions[layer].copy()
+            step[k] += 1
+            steps.append(step)
+    return steps
+
+
 def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
            max_steps: int = 10_000, memory: str = "pooled") -> DSEResult:
     """fpgaConvNet-style greedy folding for the highest throughput within `limit` x resources.
@@ -212,12 +223,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
         raise _unplaceable(net, table, device, limit, util)
     for _ in range(max_steps):
         bottleneck = int(np.argmax(cycles))
-        steps = []
-        for k in range(4):
-            if positions[bottleneck, k] + 1 < table.sizes[bottleneck, k]:
-                step = positions[bottleneck].copy()
-                step[k] += 1
-                steps.append(step)
+        steps = _next_steps(table, positions, bottleneck)
         if not steps:
             break
         candidates = np.array([table.row(bottleneck, step) for step in steps])
@@ -259,12 +265,7 @@ def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DS
         if interval > cycles.max() * (1 + 1e-9):
             break  # bound by the off-chip streams: no engine's folding makes it faster
         bottleneck = int(np.argmax(cycles))
-        steps = []
-        for k in range(4):
-            if positions[bottleneck, k] + 1 < table.sizes[bottleneck, k]:
-                step = positions[bottleneck].copy()
-                step[k] += 1
-                steps.append(step)
+        steps = _next_steps(table, positions, bottleneck)
         if not steps:
             break
         evaluations += len(steps)

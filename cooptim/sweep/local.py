@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cooptim.sweep.grid import Point
-from cooptim.sweep.points import run_point, stop
+from cooptim.sweep.points import gave_up, run_point, stop
 
 
 def run(folder: Path, todo: list[Point], *, workers: int, retries: int, on_done=None) -> list[str]:
@@ -23,7 +23,7 @@ def run(folder: Path, todo: list[Point], *, workers: int, retries: int, on_done=
             except RuntimeError as e:
                 error = e
         else:
-            failures.append(f"{error} after {1 + retries} attempt{'s' if retries else ''}")
+            failures.append(gave_up(error, 1 + retries))
             if on_done:
                 on_done(point, error)
             return

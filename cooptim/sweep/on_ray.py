@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cooptim.config import ConfigError
 from cooptim.sweep.grid import Point, RayConfig
-from cooptim.sweep.points import run_point
+from cooptim.sweep.points import gave_up, run_point
 
 try:
     import ray
@@ -70,7 +70,7 @@ def run(folder: Path, todo: list[Point], *, settings: RayConfig, workers: int, r
                     pending[task.remote(str(folder), point)] = (point, attempt + 1)
                     continue
                 cause = getattr(e, "cause", None) or e
-                failures.append(f"{cause} after {attempt} attempt{'s' if attempt > 1 else ''}")
+                failures.append(gave_up(cause, attempt))
                 if on_done:
                     on_done(point, cause)
                 continue

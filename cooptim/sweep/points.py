@@ -63,6 +63,11 @@ def run_point(folder: Path, point: Point, *, children: set | None = None) -> Pat
     return run_dir
 
 
+def gave_up(error: BaseException, attempts: int) -> str:
+    """The failure line of a point that failed `attempts` times, the last with `error`."""
+    return f"{error} after {attempts} attempt{'s' if attempts > 1 else ''}"
+
+
 def _error_of(log: Path) -> str:
     """The trainer's error line ("error: ...", as the CLI prints it), else its last line."""
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
