@@ -123,17 +123,12 @@ def allocate_memory(table: OptionTable, rows: np.ndarray, device: Device, *, lim
        weights from off-chip memory, the engine that frees the most blocks of the RAM that is
        over per bit of bandwidth it adds (its buffer counted against it).
     """
-    weights = table.weights[rows]
-    bram_w, uram_w, row_bram, row_uram, bits = weights.T
-    other_bram = table.resources[rows, 1] - bram_w
+    bram_w, uram_w, _, _, bits = table.weights[rows].T
+    row_bram, row_uram = table.weights[rows, 2], table.weights[rows, 3]
     in_uram, streamed = np.zeros(len(rows)), np.zeros(len(rows))
 
     def totals():
-        buffered = streamed > 0
-        on_bram = np.ceil((1 - streamed) * bram_w - 1e-6) + buffered * row_bram
-        on_uram = np.ceil((1 - streamed) * uram_w - 1e-6) + buffered * row_uram
-        bram = other_bram.sum() + ((1 - in_uram) * on_bram).sum()
-        uram = (in_uram * on_uram).sum()
+        bram, uram = _memory(table, rows, df.MemoryPlan(in_uram, streamed))
         return bram / device.bram18, (uram / device.uram if device.uram else (np.inf if uram else 0.0))
 
     if device.uram:
@@ -164,12 +159,31 @@ def allocate_memory(table: OptionTable, rows: np.ndarray, device: Device, *, lim
     return df.MemoryPlan(in_uram, streamed)
 
 
-def _planned(net, table, rows, density, device, limit, stream):
+def _memory(table: OptionTable, rows: np.ndarray, plan: df.MemoryPlan) -> tuple[float, float]:
+    """(BRAM18, URAM) of the design `rows` with its weights placed by `plan` (as `df.evaluate`
+    with `memory=plan` counts them)."""
+    bram_w, uram_w, row_bram, row_uram, _ = table.weights[rows].T
+    in_uram, streamed = plan
+    buffered = streamed > 0
+    on_bram = np.ceil((1 - streamed) * bram_w - 1e-6) + buffered * row_bram
+    on_uram = np.ceil((1 - streamed) * uram_w - 1e-6) + buffered * row_uram
+    bram = (table.resources[rows, 1] - bram_w).sum() + ((1 - in_uram) * on_bram).sum()
+    return float(bram), float((in_uram * on_uram).sum())
+
+
+def _planned(table, rows, device, limit, stream):
     """(interval, utilisation of `PLANNED_RESOURCES`, plan) of the design `rows` with its weights
-    placed by `allocate_memory`."""
+    placed by `allocate_memory`, read off the table (as `df.evaluate` with that plan gives them)."""
     plan = allocate_memory(table, rows, device, limit=limit, stream=stream)
-    cost = df.evaluate(net, df.Folding(*table.folding[rows].T), density, device, memory=plan, xp=np)
-    return float(cost.interval), np.array([float(cost.utilisation[r]) for r in PLANNED_RESOURCES]), plan
+    bram, uram = _memory(table, rows, plan)
+    dsp, _, lut, ff = table.resources[rows].sum(axis=0)
+    streamed_bits = float((plan.streamed * table.weights[rows, 4]).sum())
+    cycles_per_bit = device.clock_mhz * 1e6 / (device.bandwidth_gbps * 1e9)
+    interval = max(float(table.cycles[rows].max()), table.io_cycles + streamed_bits * cycles_per_bit)
+    util = np.array([dsp / device.dsp, bram / device.bram18,
+                     uram / device.uram if device.uram else (np.inf if uram else 0.0),
+                     lut / device.lut, ff / device.ff])
+    return interval, util, plan
 
 
 def _check_fits_alone(net: df.Network, table: OptionTable, device: Device, limit: float) -> None:
@@ -254,7 +268,7 @@ def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DS
     positions = np.zeros((len(net), 4), np.int64)
     rows = table.start[:-1].copy()
     cycles = table.cycles[rows]
-    interval, util, plan = _planned(net, table, rows, density, device, limit, stream)
+    interval, util, plan = _planned(table, rows, device, limit, stream)
     evaluations = 1
     if (util > limit).any():
         worst = PLANNED_RESOURCES[int(np.argmax(util))]
@@ -276,7 +290,7 @@ def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DS
                 continue
             candidate = rows.copy()
             candidate[bottleneck] = row
-            c_interval, c_util, c_plan = _planned(net, table, candidate, density, device, limit, stream)
+            c_interval, c_util, c_plan = _planned(table, candidate, device, limit, stream)
             if (c_util > limit).any() or c_interval > interval * (1 + 1e-9):
                 continue
             gain = np.log(cycles[bottleneck] / table.cycles[row])
