@@ -86,16 +86,19 @@ def _mask_density(layer) -> float:
     return float(np.asarray(layer.mask()).mean())
 
 
-def densities_of(model, names, gates: dict | None = None, static=_mask_density) -> cm.Density:
+def densities_of(model, names, gates: dict | None = None, static=_mask_density,
+                 activations: dict | None = None) -> cm.Density:
     """The cost model's densities of a trained model's layers `names`.
 
     Static patterns: `static(layer)`, by default the measured density of each layer's mask (for
     structured patterns, their exact work fraction). Dynamically gated layers (`gates` = `nn.measure_gates`): weight = the active
     channel fraction (the weights that are loaded), activation = the active (position, channel)
-    fraction divided by it, so that their product is the measured work fraction.
+    fraction divided by it, so that their product is the measured work fraction. Layers that skip
+    zero activations (HASS, `activations` = `nn.measure_activations`): activation = the measured
+    non-zero fraction of their input (1.0 where not given).
     """
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
-    gates = gates or {}
+    gates, activations = gates or {}, activations or {}
     weight, activation = [], []
     for name in names:
         if name not in layers:  # a node without weights (pool, activation, add, split)
@@ -107,20 +110,23 @@ def densities_of(model, names, gates: dict | None = None, static=_mask_density) 
             activation.append(min(gates[name]["density"] / channel, 1.0))
         else:
             weight.append(static(layers[name]))
-            activation.append(1.0)
+            activation.append(activations.get(name, 1.0))
     return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
 
 
-def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>", gates: dict | None = None) -> dict:
+def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>", gates: dict | None = None,
+                    activations: dict | None = None) -> dict:
     """Cost of the trained network and of its dense counterpart on the configured device.
 
     `graph`: the model's graph, `nn.graph_of(model, in_shape)`; `gates`: the measured gate activity
-    of dynamically gated layers (`nn.measure_gates`). `nodes` lists every engine, weighted or not.
+    of dynamically gated layers (`nn.measure_gates`); `activations`: the measured activation
+    density of layers that skip zero activations (`nn.measure_activations`). `nodes` lists every
+    engine, weighted or not.
     """
     device = device_of(cfg.hardware, source)
     sparse_net = network_of(model, graph, cfg.hardware)
     dense_net = network_of(model, graph, cfg.hardware, dense=True)
-    sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates), cfg, device)
+    sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates, activations=activations), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
     bottleneck = int(np.argmax(sparse["layer_cycles"]))
     nodes = [{"name": node.name, "op": cm.graph.op_name(node.layer), "inputs": list(node.inputs),

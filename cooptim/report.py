@@ -18,17 +18,22 @@ def _mask_and_weight(layer) -> tuple:
     return layer.mask(), layer.effective_kernel()
 
 
-def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
+def layer_report(model, descriptions, gates: dict | None = None, activations: dict | None = None) -> list[dict]:
     """Per sparse layer (`descriptions`: the weighted nodes of the model's graph): shapes, method, pattern,
-    density, MACs and the pattern check. `gates` (`nn.measure_gates`) gives the measured density of
-    dynamically gated layers (their weights are dense; their work depends on the input)."""
+    density (the fraction of its MACs done), MACs and the pattern check. `gates`
+    (`nn.measure_gates`) gives the measured density of dynamically gated layers (their weights are
+    dense; their work depends on the input); `activations` (`nn.measure_activations`) the measured
+    activation density of layers that skip zero activations (HASS: density = weight x activation)."""
     rows = []
-    gates = gates or {}
+    gates, activations = gates or {}, activations or {}
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     for desc in descriptions:
         layer = layers[desc.name]
         mask, weight = (np.asarray(a) for a in _mask_and_weight(layer))
         density = gates[desc.name]["density"] if desc.name in gates else float(mask.mean())
+        activation = activations.get(desc.name)
+        if activation is not None:
+            density *= activation
         method = layer.current_method()  # with its learned density, under co-optimization
         check = method.check(mask, layer.layout)
         rows.append({
@@ -39,6 +44,7 @@ def layer_report(model, descriptions, gates: dict | None = None) -> list[dict]:
             "pattern": method.pattern().describe(),
             "density": density,
             "weight_density": float(mask.mean()),
+            **({"activation_density": activation} if activation is not None else {}),
             "params": desc.params,
             "nonzero_params": int(np.count_nonzero(weight)),
             "macs": desc.macs,
@@ -55,11 +61,14 @@ def masks_of(model) -> dict[str, np.ndarray]:
 
 def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test: dict,
                  source: str = "<config>") -> dict:
+    model.eval()  # measured as deployed: BatchNorm on its running statistics, nothing updated
     graph = nn.graph_of(model, dataset.image_shape)  # built once, used by both reports
     gates = nn.measure_gates(model, (images for images, _ in
                                      data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    layers = layer_report(model, graph.weighted, gates)
-    hardware = hardware_report(model, graph, cfg, source, gates)
+    activations = nn.measure_activations(model, (images for images, _ in
+                                                 data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    layers = layer_report(model, graph.weighted, gates, activations)
+    hardware = hardware_report(model, graph, cfg, source, gates, activations)
     cycles = dict(zip(hardware["layer_names"], hardware["sparse"]["layer_cycles"]))
     for row in layers:
         row["cycles"] = cycles[row["name"]]

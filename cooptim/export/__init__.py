@@ -67,10 +67,11 @@ def _hardware(cfg, model, dataset) -> dict:
     """Integer folding and per-node cost of the trained network's graph on the configured device:
     the same DSE, densities and figures as the trainer's report (`hardware.hardware_report`)."""
     gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    activations = nn.measure_activations(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
     graph = nn.graph_of(model, dataset.image_shape)
     net = network_of(model, graph, cfg.hardware)
     device = device_of(cfg.hardware)
-    result = design(net, densities_of(model, net.names, gates), cfg.hardware, device)
+    result = design(net, densities_of(model, net.names, gates, activations=activations), cfg.hardware, device)
     summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)
     layer_dsp, layer_bram18 = np.asarray(result.cost.layer_dsp), np.asarray(result.cost.layer_bram18)
     plan = memory_plan(net, result)

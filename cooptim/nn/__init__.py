@@ -7,7 +7,10 @@ import fnmatch
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from cost_models import sparsity as cm_sparsity
 
 from cooptim.config import Config, ConfigError, SparsityConfig
 from cooptim.nn.blocks import graph_of
@@ -133,6 +136,34 @@ def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
     return {name: {"density": d / count, "channel": c / count} for name, (d, c) in sums.items()}
 
 
+def unstructured_layers(model: nnx.Module) -> list[SparseLayer]:
+    """The layers whose method skips zero activations (HASS's unstructured engines)."""
+    return [layer for _, layer in sparse_layers(model)
+            if layer.current_method().pattern().work_kind == cm_sparsity.UNSTRUCTURED]
+
+
+@nnx.jit
+def _layer_inputs(model, images):
+    return {name: x for name, (x, _) in capture(model, images, LayerInput)[1][LayerInput].items()}
+
+
+def measure_activations(model: nnx.Module, batches) -> dict[str, float]:
+    """{layer: fraction of its input activations that are non-zero after its activation
+    threshold} over `batches` (iterable of images), for every layer whose method skips zero
+    activations (HASS: the ReLU's zeros and the thresholded ones); empty for a model without."""
+    layers = {layer.layer_name: layer.current_method().activation_threshold for layer in unstructured_layers(model)}
+    if not layers:
+        return {}
+    kept, total = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0)
+    for images in batches:
+        inputs = _layer_inputs(model, jnp.asarray(images))
+        for name, threshold in layers.items():
+            x = np.asarray(inputs[name])
+            kept[name] += float((np.abs(x) > threshold).sum())
+            total[name] += x.size
+    return {name: kept[name] / max(total[name], 1) for name in layers}
+
+
 __all__ = [
     "ActivationKept",
     "DensityLogit",
@@ -156,6 +187,7 @@ __all__ = [
     "gate_stats",
     "gated_layers",
     "graph_of",
+    "measure_activations",
     "measure_gates",
     "refresh_masks",
     "resnet20",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cooptim import config, train
+from cooptim import config, nn, train
 from cooptim.run import load_run
 from cooptim.nn import sparse_layers
 from cooptim.sparsity import CSP, BalancedGroup
@@ -87,6 +87,28 @@ def test_unstructured_reaches_its_weight_density(tmp_path):
         assert abs(np.asarray(layer.mask()).mean() - 0.25) < 0.01
     by_name = {r["name"]: r for r in report["layers"]}
     assert by_name["conv2"]["pattern"].startswith("unstructured")
+
+
+def test_reports_measure_the_activation_density_that_hass_engines_skip(tmp_path):
+    """HASS's engines skip zero activations: the report measures each unstructured layer's input
+    density after its threshold on the test set, recomputed here from the layers' inputs, and its
+    work (density, effective MACs, the cost model's designs) is weight x activation density."""
+    report, layers = trained(tmp_path, "unstructured", steps=60)
+    cfg = config.load(str(REPO / "configs/digits_unstructured.yaml"), [f"output_dir={tmp_path}"])
+    _, model, dataset = load_run(cfg.run_dir)
+    images, _ = dataset.test.get(np.arange(len(dataset.test)))
+    _, taps = nn.capture(model, jnp.asarray(images), nn.LayerInput)
+    by_name = {r["name"]: r for r in report["layers"]}
+    for layer in layers:
+        x = np.asarray(taps[nn.LayerInput][layer.layer_name][0])
+        measured = float((np.abs(x) > layer.current_method().activation_threshold).mean())
+        row = by_name[layer.layer_name]
+        assert 0.05 < row["activation_density"] < 0.95  # ReLU zeros and the threshold's
+        assert row["activation_density"] == pytest.approx(measured, abs=1e-6)
+        assert row["density"] == pytest.approx(row["weight_density"] * row["activation_density"])
+    assert "activation_density" not in by_name["conv1"]  # a dense layer skips nothing
+    sparse, dense = report["hardware"]["sparse"], report["hardware"]["dense"]
+    assert sparse["throughput"] > dense["throughput"]
 
 
 def test_method_errors_name_the_layer():
