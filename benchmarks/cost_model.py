@@ -4,7 +4,8 @@
 
 One table, every figure measured in this run:
 - the greedy DSE in a fresh Python process (a subprocess: the import of cost_models apart from the
-  DSE itself, which includes building the option table and the final cost), and warm;
+  DSE itself, which includes building the option table and the final cost), and warm, and with
+  the weights placed by the memory plans (`memory=on_chip` on the U250, `streamed` on the ZCU102);
 - one evaluation of the full discrete `Cost` (jitted, compile time reported apart; and the NumPy
   path the DSE uses), on the same 21 conv/fc layers the peer evaluates and on the whole 56-node
   graph;
@@ -119,6 +120,13 @@ def main():
     density = cm.Density.from_patterns(net)
     _, warm = median_time(lambda: cm.dse.greedy(net, density, DEVICE).cost.throughput, repeats=20)
     rows.append(("greedy DSE, ResNet-18 2:4 on U250, warm", f"{warm * 1e3:.1f} ms", "median of 20"))
+    dense = resnet18()
+    for memory, device in (("on_chip", DEVICE), ("streamed", cm.get_device("zcu102"))):
+        _, planned = median_time(lambda: cm.dse.greedy(dense, cm.Density.dense(dense), device,
+                                                        memory=memory).cost.throughput, repeats=5)
+        best = cm.dse.greedy(dense, cm.Density.dense(dense), device, memory=memory)
+        rows.append((f"greedy DSE, dense ResNet-18 on {device.name.upper()}, memory={memory}", f"{planned * 1e3:.0f} ms",
+                     f"{float(best.cost.throughput):,.0f} img/s; the weights placed at every candidate"))
 
     ours = {}
     for label, compute_only in (("21 conv/fc layers", True), ("whole graph, 56 nodes", False)):
