@@ -114,7 +114,8 @@ class HardwareConfig:
     the device and places the weights by `memory`: `pooled` (all on chip, a URAM counted as 16
     BRAM18 in one pool), `on_chip` (BRAM and URAM apart, weights balanced between them) or
     `streamed` (also streams weights from off-chip where they do not fit, their bandwidth in the
-    interval), the last two as fpgaConvNet's optimiser does.
+    interval), the last two as fpgaConvNet's optimiser does. Co-optimization's relaxed cost (the
+    training loss) keeps the pooled model; its DSE re-solves use `memory`.
     """
 
     device: StrictStr = "zcu102"
