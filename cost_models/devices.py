@@ -27,6 +27,9 @@ class Device:
       clock_mhz: the default clock of accelerator designs on this board.
       bandwidth_gbps: off-chip memory bandwidth available to the accelerator, in Gbit/s.
       source: where the figures come from.
+      reconfiguration_s: seconds to load another bitstream, between the partitions of a design
+        (`dse.partition`); fpgaconvnet-optimiser's example platforms give 0.08255 s for every
+        board, and so does the default.
     """
 
     name: str
@@ -39,9 +42,10 @@ class Device:
     clock_mhz: float
     bandwidth_gbps: float
     source: str = "user"
+    reconfiguration_s: float = 0.08255
 
     def __post_init__(self):
-        for field in ("dsp", "bram18", "uram", "lut", "ff", "clock_mhz", "bandwidth_gbps"):
+        for field in ("dsp", "bram18", "uram", "lut", "ff", "clock_mhz", "bandwidth_gbps", "reconfiguration_s"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise DeviceError(f"device {self.name!r}: {field} must be a number >= 0, got {value!r}")
@@ -86,12 +90,12 @@ def get_device(name: str, extra: Mapping[str, Device] | None = None) -> Device:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Device)} - {"name"}
-_REQUIRED = _FIELDS - {"source", "uram", "part"}
+_REQUIRED = _FIELDS - {"source", "uram", "part", "reconfiguration_s"}
 
 
 def load_devices(path: str | Path) -> dict[str, Device]:
     """Reads user devices from YAML: a mapping of name -> {dsp, bram18, lut, ff, clock_mhz,
-    bandwidth_gbps, [uram], [part], [source]}."""
+    bandwidth_gbps, [uram], [part], [source], [reconfiguration_s]}."""
     import yaml
 
     path = Path(path)

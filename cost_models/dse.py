@@ -388,3 +388,63 @@ def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float
     folding = df.Folding(*table.folding[best_rows].T)
     return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np),
                      start.evaluations + chains * steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Partitioned:
+    """A network run as partitions, one after the other, the FPGA reconfigured between them."""
+
+    bounds: tuple[tuple[int, int], ...]  # each partition's nodes, start..stop-1 of the network's
+    designs: tuple[DSEResult, ...]  # each partition's design (its own DSE)
+    batch: int
+    seconds_per_batch: float  # every partition over the batch, reconfigurations included
+    throughput: float  # images per second
+    latency_s: float  # of one batch
+
+
+def partition(net: df.Network, density: df.Density, device: Device, *, batch: int = 1, limit: float = 1.0,
+              memory: str = "pooled") -> Partitioned:
+    """fpgaConvNet's partitioning with reconfiguration (Venieris & Bouganis, TNNLS 2019, Sec. V):
+    the network is cut where one tensor crosses (`Graph.cut_points`) into partitions, each
+    designed by `greedy` for the whole device, which run one after the other on a batch of
+    `batch` images, the FPGA reconfigured before each (`device.reconfiguration_s`; none with a
+    single partition). The tensors between partitions go through off-chip memory (each
+    partition's own input and output streams). A partition's time for the batch is its first
+    image's latency plus (batch - 1) intervals. The cuts are chosen by dynamic programming for the
+    least time per batch; a network that fits whole and gains nothing from cuts stays whole."""
+    graph = net.graph
+    cuts = [0, *graph.cut_points(), len(net)]
+    clock = device.clock_mhz * 1e6
+    weight, activation = (np.asarray(x) for x in density)
+    designs = {}
+
+    def seconds(a: int, b: int) -> float:
+        if (a, b) not in designs:
+            sub = df.Network.build(graph.segment(a, b), net.patterns[a:b], net.precision)
+            try:
+                designs[a, b] = greedy(sub, df.Density(weight[a:b], activation[a:b]), device, limit=limit,
+                                       memory=memory)
+            except DeviceFitError:
+                designs[a, b] = None
+        design = designs[a, b]
+        if design is None:
+            return np.inf
+        return float(design.cost.latency) + (batch - 1) * float(design.cost.interval) / clock
+
+    whole = seconds(0, len(net))
+    best = {0: (0.0, None)}  # cut position -> (least seconds to reach it, the cut before it)
+    for j in cuts[1:]:
+        best[j] = min(((best[i][0] + seconds(i, j) + device.reconfiguration_s, i) for i in cuts if i < j
+                       and best[i][0] < np.inf), default=(np.inf, None))
+    total, bounds = best[len(net)][0], []
+    if whole <= total:
+        total, bounds = whole, [(0, len(net))]
+    else:
+        j = len(net)
+        while j:
+            bounds.append((best[j][1], j))
+            j = best[j][1]
+        bounds.reverse()
+    if not np.isfinite(total):
+        raise DeviceFitError(f"no partitioning of the network fits the {device.name} (limit {limit:.0%})")
+    return Partitioned(tuple(bounds), tuple(designs[b] for b in bounds), batch, total, batch / total, total)

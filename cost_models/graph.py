@@ -162,6 +162,35 @@ class Graph:
                 split_after(node.name, out_shape(node.layer))
         return Graph(self.input_shape, tuple(out))
 
+    # ------------------------------------------------------------------ partitions
+
+    def cut_points(self) -> tuple[int, ...]:
+        """Positions i (0 < i < len) where the graph can be cut in two: the only tensor that nodes
+        i... read from before i is node i-1's output, and node i-1 is no fork (so the part after
+        the cut is a graph with that tensor as its input)."""
+        position = {n.name: i for i, n in enumerate(self.nodes)}
+        position[INPUT] = -1
+        last_read = {}
+        for j, node in enumerate(self.nodes):
+            for source in node.inputs:
+                last_read[source] = j
+        cuts = []
+        for i in range(1, len(self.nodes)):
+            crossing = [t for t, j in last_read.items() if j >= i and position[t] < i]
+            if crossing == [self.nodes[i - 1].name] and not isinstance(self.nodes[i - 1].layer, Split):
+                cuts.append(i)
+        return tuple(cuts)
+
+    def segment(self, start: int, stop: int) -> "Graph":
+        """Nodes start..stop-1 as a graph of their own: a cut point's tensor (or the input) in,
+        node stop-1's output out (`cut_points` says where a graph can be cut)."""
+        if not (start == 0 or start in self.cut_points()) or not (stop == len(self) or stop in self.cut_points()):
+            raise GraphError(f"nodes {start}..{stop - 1} are no segment: cut at {self.cut_points()} only")
+        before = self.nodes[start - 1].name if start else INPUT
+        shape = out_shape(self.nodes[start - 1].layer) if start else self.input_shape
+        nodes = [Node(n.layer, tuple(INPUT if s == before else s for s in n.inputs)) for n in self.nodes[start:stop]]
+        return Graph.build(shape, nodes, splits=False)
+
     # ------------------------------------------------------------------ queries
 
     @property

@@ -16,7 +16,7 @@ from cost_models.layers import GlobalPool
 from cost_models import dataflow as df
 from cost_models import devices, dse
 from cost_models import sparsity as sp
-from cost_models.layers import Conv2D, Dense, Pool
+from cost_models.layers import Conv2D, Dense, Elementwise, Pool
 
 ZC706 = devices.get_device("zc706")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -202,3 +202,53 @@ def test_a_plan_with_every_weight_in_bram_costs_what_the_pooled_model_does_witho
     assert float(planned.uram) == 0 and planned.utilisation["uram"] == 0
     with pytest.raises(ValueError, match="memory='offchip': use one of pooled, on_chip, streamed"):
         dse.greedy(net, density, ZC706, memory="offchip")
+
+
+def big_chain():
+    """Four 3x3 convs of 256 -> 256 channels at 14x14 with ReLUs: 590k 16-bit weights each, about
+    half a ZC706's BRAM: two fit on the board at once, four do not."""
+    nodes, x = [], INPUT
+    for i in range(4):
+        nodes += [Node(Conv2D(f"conv{i}", (14, 14, 256), 256), (x,)), Node(Elementwise(f"relu{i}", (14, 14, 256)), (f"conv{i}",))]
+        x = f"relu{i}"
+    return Graph.build((14, 14, 256), nodes)
+
+
+def test_a_graph_is_cut_only_where_one_tensor_crosses():
+    graph = cm.networks.resnet18()
+    cuts = graph.cut_points()
+    by_name = {n.name: i for i, n in enumerate(graph.nodes)}
+    # inside a residual block two tensors cross (the branch and the shortcut): no cut there
+    assert by_name["layer1.0.conv2"] not in cuts and by_name["layer1.0.relu2"] + 1 in cuts
+    assert all(not isinstance(graph.nodes[c - 1].layer, cm.Split) for c in cuts)
+    parts = [graph.segment(a, b) for a, b in zip((0, *cuts), (*cuts, len(graph)))]
+    assert sum(len(p) for p in parts) == len(graph) and parts[-1].output == graph.output
+    assert parts[3].input_shape == cm.graph.out_shape(graph.nodes[cuts[2] - 1].layer)
+    with pytest.raises(cm.GraphError, match="no segment"):
+        graph.segment(0, by_name["layer1.0.conv2"])
+
+
+def test_partitions_with_reconfiguration_fit_what_one_design_cannot():
+    """Four big convs do not fit a ZC706 at once; cut into partitions run one after the other, the
+    FPGA reconfigured between them, each partition fits, and the batch time is their latencies,
+    intervals and reconfigurations. On a device that holds it all, one design is kept (no
+    reconfiguration)."""
+    net = df.Network.build(big_chain())
+    density = df.Density.dense(net)
+    with pytest.raises(dse.DeviceFitError):
+        dse.greedy(net, density, ZC706)
+    result = dse.partition(net, density, ZC706, batch=32)
+    assert len(result.bounds) >= 2 and result.bounds[0][0] == 0 and result.bounds[-1][1] == len(net)
+    assert all(a < b for a, b in result.bounds) and all(b == c for (_, b), (c, _) in zip(result.bounds, result.bounds[1:]))
+    clock = ZC706.clock_mhz * 1e6
+    expected = sum(float(d.cost.latency) + 31 * float(d.cost.interval) / clock + ZC706.reconfiguration_s
+                   for d in result.designs)
+    assert result.seconds_per_batch == pytest.approx(expected)
+    assert result.throughput == pytest.approx(32 / expected)
+    for design in result.designs:
+        assert all(float(design.cost.utilisation[r]) <= 1.0 for r in dse.RESOURCES)
+    u250 = cm.get_device("u250")
+    whole = dse.partition(net, density, u250, batch=32)
+    assert whole.bounds == ((0, len(net)),)
+    assert whole.seconds_per_batch == pytest.approx(float(whole.designs[0].cost.latency)
+                                                    + 31 * float(whole.designs[0].cost.interval) / (u250.clock_mhz * 1e6))
