@@ -94,7 +94,7 @@ def densities_of(model, names, gates: dict | None = None, static=_mask_density,
     structured patterns, their exact work fraction). Dynamically gated layers (`gates` = `nn.measure_gates`): weight = the active
     channel fraction (the weights that are loaded), activation = the active (position, channel)
     fraction divided by it, so that their product is the measured work fraction. Layers that skip
-    zero activations (HASS, `activations` = `nn.measure_activations`): activation = the measured
+    zero activations (HASS, `activations` = `nn.measure_activity`): activation = the measured
     non-zero fraction of their input (1.0 where not given).
     """
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
@@ -120,7 +120,7 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
 
     `graph`: the model's graph, `nn.graph_of(model, in_shape)`; `gates`: the measured gate activity
     of dynamically gated layers (`nn.measure_gates`); `activations`: the measured activation
-    density of layers that skip zero activations (`nn.measure_activations`). `nodes` lists every
+    density of layers that skip zero activations (`nn.measure_activity`). `nodes` lists every
     engine, weighted or not.
     """
     device = device_of(cfg.hardware, source)

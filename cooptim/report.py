@@ -22,7 +22,7 @@ def layer_report(model, descriptions, gates: dict | None = None, activations: di
     """Per sparse layer (`descriptions`: the weighted nodes of the model's graph): shapes, method, pattern,
     density (the fraction of its MACs done), MACs and the pattern check. `gates`
     (`nn.measure_gates`) gives the measured density of dynamically gated layers (their weights are
-    dense; their work depends on the input); `activations` (`nn.measure_activations`) the measured
+    dense; their work depends on the input); `activations` (`nn.measure_activity`) the measured
     activation density of layers that skip zero activations (HASS: density = weight x activation)."""
     rows = []
     gates, activations = gates or {}, activations or {}
@@ -63,10 +63,8 @@ def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test
                  source: str = "<config>") -> dict:
     model.eval()  # measured as deployed: BatchNorm on its running statistics, nothing updated
     graph = nn.graph_of(model, dataset.image_shape)  # built once, used by both reports
-    gates = nn.measure_gates(model, (images for images, _ in
-                                     data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    activations = nn.measure_activations(model, (images for images, _ in
-                                                 data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    gates, activations = nn.measure_activity(model, (images for images, _ in
+                                                     data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
     layers = layer_report(model, graph.weighted, gates, activations)
     hardware = hardware_report(model, graph, cfg, source, gates, activations)
     cycles = dict(zip(hardware["layer_names"], hardware["sparse"]["layer_cycles"]))

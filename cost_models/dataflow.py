@@ -452,6 +452,22 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
                      t["params"] * stored * weight_bits)
 
 
+def place_weights(bram18, weight_bram18, weight_uram, row_bram18, row_uram, plan: MemoryPlan, xp=jnp):
+    """(BRAM18, URAM) of each engine with its weights placed by `plan`: the weight memories'
+    blocks leave BRAM; the part not streamed goes to URAM or stays in BRAM, and a streamed engine
+    keeps a buffer one block deep per memory there. The other arguments are `LayerCost`'s fields."""
+    in_uram, streamed = plan
+    buffered = (streamed > 0) * 1.0
+    on_bram = xp.ceil((1 - streamed) * weight_bram18 - 1e-6) + buffered * row_bram18
+    on_uram = xp.ceil((1 - streamed) * weight_uram - 1e-6) + buffered * row_uram
+    return bram18 - weight_bram18 + (1 - in_uram) * on_bram, in_uram * on_uram
+
+
+def uram_utilisation(uram, device: Device, xp=jnp):
+    """URAM used / the device's; a device without URAM cannot hold any (any use is infinitely over)."""
+    return uram / device.uram if device.uram else xp.where(uram > 0, np.inf, 0.0)
+
+
 def io_bits_per_image(net: Network) -> float:
     """Bits per image of the off-chip streams: the network's input in, its output out."""
     t = tables(net)
@@ -494,13 +510,10 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     # --- where the weights live
     layer_bram, layer_uram, io_bits = layer.bram18, xp.zeros_like(layer.bram18), io_bits_per_image(net)
     if memory is not None:
-        in_uram, streamed = (xp.asarray(x, layer.cycles.dtype) for x in memory)
-        buffered = (streamed > 0).astype(layer.cycles.dtype)
-        blocks_bram = xp.ceil((1 - streamed) * layer.weight_bram18 - 1e-6) + buffered * layer.weight_row_bram18
-        blocks_uram = xp.ceil((1 - streamed) * layer.weight_uram - 1e-6) + buffered * layer.weight_row_uram
-        layer_bram = layer.bram18 - layer.weight_bram18 + (1 - in_uram) * blocks_bram
-        layer_uram = in_uram * blocks_uram
-        io_bits = io_bits + (streamed * layer.weight_bits).sum()
+        memory = MemoryPlan(*(xp.asarray(x, layer.cycles.dtype) for x in memory))
+        layer_bram, layer_uram = place_weights(layer.bram18, layer.weight_bram18, layer.weight_uram,
+                                               layer.weight_row_bram18, layer.weight_row_uram, memory, xp)
+        io_bits = io_bits + (memory.streamed * layer.weight_bits).sum()
 
     # --- pipeline: interval = slowest stage, including the off-chip streams (input, output and
     # streamed weights) at the device's bandwidth
@@ -532,8 +545,7 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
         utilisation["bram18"] = bram / (device.bram18 + 16 * device.uram)
     else:
         utilisation["bram18"] = bram / device.bram18
-        # a device without URAM cannot hold any: any use is infinitely over
-        utilisation["uram"] = uram / device.uram if device.uram else xp.where(uram > 0, np.inf, 0.0)
+        utilisation["uram"] = uram_utilisation(uram, device, xp)
     return Cost(layer.cycles, interval, throughput, latency, layer.dsp, layer_bram, dsp, bram, lut,
                 ff, bandwidth_gbps, energy_j, effective_macs, utilisation, layer.lut, layer.ff, layer_uram, uram)
 

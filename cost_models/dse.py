@@ -123,13 +123,12 @@ def allocate_memory(table: OptionTable, rows: np.ndarray, device: Device, *, lim
        weights from off-chip memory, the engine that frees the most blocks of the RAM that is
        over per bit of bandwidth it adds (its buffer counted against it).
     """
-    bram_w, uram_w, _, _, bits = table.weights[rows].T
-    row_bram, row_uram = table.weights[rows, 2], table.weights[rows, 3]
+    bram_w, uram_w, row_bram, row_uram, bits = table.weights[rows].T
     in_uram, streamed = np.zeros(len(rows)), np.zeros(len(rows))
 
     def totals():
         bram, uram = _memory(table, rows, df.MemoryPlan(in_uram, streamed))
-        return bram / device.bram18, (uram / device.uram if device.uram else (np.inf if uram else 0.0))
+        return bram / device.bram18, float(df.uram_utilisation(uram, device, np))
 
     if device.uram:
         bram_util, uram_util = totals()
@@ -163,12 +162,8 @@ def _memory(table: OptionTable, rows: np.ndarray, plan: df.MemoryPlan) -> tuple[
     """(BRAM18, URAM) of the design `rows` with its weights placed by `plan` (as `df.evaluate`
     with `memory=plan` counts them)."""
     bram_w, uram_w, row_bram, row_uram, _ = table.weights[rows].T
-    in_uram, streamed = plan
-    buffered = streamed > 0
-    on_bram = np.ceil((1 - streamed) * bram_w - 1e-6) + buffered * row_bram
-    on_uram = np.ceil((1 - streamed) * uram_w - 1e-6) + buffered * row_uram
-    bram = (table.resources[rows, 1] - bram_w).sum() + ((1 - in_uram) * on_bram).sum()
-    return float(bram), float((in_uram * on_uram).sum())
+    bram, uram = df.place_weights(table.resources[rows, 1], bram_w, uram_w, row_bram, row_uram, plan, np)
+    return float(bram.sum()), float(uram.sum())
 
 
 def _planned(table, rows, device, limit, stream):
@@ -180,8 +175,7 @@ def _planned(table, rows, device, limit, stream):
     streamed_bits = float((plan.streamed * table.weights[rows, 4]).sum())
     cycles_per_bit = device.clock_mhz * 1e6 / (device.bandwidth_gbps * 1e9)
     interval = max(float(table.cycles[rows].max()), table.io_cycles + streamed_bits * cycles_per_bit)
-    util = np.array([dsp / device.dsp, bram / device.bram18,
-                     uram / device.uram if device.uram else (np.inf if uram else 0.0),
+    util = np.array([dsp / device.dsp, bram / device.bram18, float(df.uram_utilisation(uram, device, np)),
                      lut / device.lut, ff / device.ff])
     return interval, util, plan
 
@@ -228,6 +222,14 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
     table = option_table(net, density, device)
     if memory != "pooled":
         return _greedy_planned(net, density, device, table, limit, max_steps, memory == "streamed")
+    rows, _, evaluations = _greedy_rows(net, device, table, limit, max_steps)
+    folding = df.Folding(*table.folding[rows].T)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations)
+
+
+def _greedy_rows(net, device, table, limit, max_steps) -> tuple[np.ndarray, np.ndarray, int]:
+    """`greedy` (pooled memory) on `table`: (the design's table rows, their option positions, the
+    evaluations made)."""
     positions = np.zeros((len(net), 4), np.int64)  # every factor at its first option, 1
     rows = table.start[:-1].copy()
     cycles = table.cycles[rows]
@@ -258,8 +260,7 @@ def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float
         positions[bottleneck] = steps[best]
         rows[bottleneck] = candidates[best]
         cycles[bottleneck], util = c_cycles[best], c_util[best]
-    folding = df.Folding(*table.folding[rows].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations)
+    return rows, positions, evaluations
 
 
 def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DSEResult:
@@ -350,18 +351,13 @@ def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float
     `chains` independent chains (seeded from `seed`) start from greedy's design; the best design
     any of them saw is returned, so never a worse one than greedy's."""
     table = option_table(net, density, device)
-    start = greedy(net, density, device, limit=limit)
-    first = np.zeros((len(net), 4), np.int64)
-    for l in range(len(net)):  # greedy's folding as option positions
-        for k, factor in enumerate(df.Folding._fields):
-            first[l, k] = table.options[l][factor].index(int(np.asarray(start.folding[k])[l]))
+    greedy_rows, first, evaluations = _greedy_rows(net, device, table, limit, 10_000)
 
     def energy(cycles, used):
         return np.log(max(cycles.max(), table.io_cycles)) + 1e-3 * used[0] / table.capacity[0]
 
     movable = np.argwhere(table.sizes > 1)  # (layer, factor) pairs with more than one option
     temperatures = np.geomspace(start_temperature, end_temperature, steps)
-    greedy_rows = np.array([table.row(l, first[l]) for l in range(len(net))])
     best_rows = greedy_rows
     best_energy = energy(table.cycles[best_rows], table.resources[best_rows].sum(axis=0))
     for chain in range(chains if len(movable) else 0):
@@ -386,8 +382,7 @@ def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float
                 if current < best_energy:
                     best_energy, best_rows = current, rows.copy()
     folding = df.Folding(*table.folding[best_rows].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np),
-                     start.evaluations + chains * steps)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations + chains * steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,8 +393,11 @@ class Partitioned:
     designs: tuple[DSEResult, ...]  # each partition's design (its own DSE)
     batch: int
     seconds_per_batch: float  # every partition over the batch, reconfigurations included
-    throughput: float  # images per second
-    latency_s: float  # of one batch
+
+    @property
+    def throughput(self) -> float:
+        """Images per second."""
+        return self.batch / self.seconds_per_batch
 
 
 def partition(net: df.Network, density: df.Density, device: Device, *, batch: int = 1, limit: float = 1.0,
@@ -413,7 +411,7 @@ def partition(net: df.Network, density: df.Density, device: Device, *, batch: in
     image's latency plus (batch - 1) intervals. The cuts are chosen by dynamic programming for the
     least time per batch; a network that fits whole and gains nothing from cuts stays whole."""
     graph = net.graph
-    cuts = [0, *graph.cut_points(), len(net)]
+    cuts = [0, *graph.cut_points, len(net)]
     clock = device.clock_mhz * 1e6
     weight, activation = (np.asarray(x) for x in density)
     designs = {}
@@ -447,4 +445,4 @@ def partition(net: df.Network, density: df.Density, device: Device, *, batch: in
         bounds.reverse()
     if not np.isfinite(total):
         raise DeviceFitError(f"no partitioning of the network fits the {device.name} (limit {limit:.0%})")
-    return Partitioned(tuple(bounds), tuple(designs[b] for b in bounds), batch, total, batch / total, total)
+    return Partitioned(tuple(bounds), tuple(designs[b] for b in bounds), batch, total)

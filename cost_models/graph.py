@@ -21,6 +21,7 @@ arity in `_ARITY` below if it reads more than one stream, and its row in `datafl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import defaultdict
 from typing import Sequence
@@ -164,6 +165,7 @@ class Graph:
 
     # ------------------------------------------------------------------ partitions
 
+    @functools.cached_property
     def cut_points(self) -> tuple[int, ...]:
         """Positions i (0 < i < len) where the graph can be cut in two: the only tensor that nodes
         i... read from before i is node i-1's output, and node i-1 is no fork (so the part after
@@ -184,8 +186,8 @@ class Graph:
     def segment(self, start: int, stop: int) -> "Graph":
         """Nodes start..stop-1 as a graph of their own: a cut point's tensor (or the input) in,
         node stop-1's output out (`cut_points` says where a graph can be cut)."""
-        if not (start == 0 or start in self.cut_points()) or not (stop == len(self) or stop in self.cut_points()):
-            raise GraphError(f"nodes {start}..{stop - 1} are no segment: cut at {self.cut_points()} only")
+        if not (start == 0 or start in self.cut_points) or not (stop == len(self) or stop in self.cut_points):
+            raise GraphError(f"nodes {start}..{stop - 1} are no segment: cut at {self.cut_points} only")
         before = self.nodes[start - 1].name if start else INPUT
         shape = out_shape(self.nodes[start - 1].layer) if start else self.input_shape
         nodes = [Node(n.layer, tuple(INPUT if s == before else s for s in n.inputs)) for n in self.nodes[start:stop]]

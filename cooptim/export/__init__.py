@@ -66,8 +66,7 @@ def reference_dir() -> Path:
 def _hardware(cfg, model, dataset) -> dict:
     """Integer folding and per-node cost of the trained network's graph on the configured device:
     the same DSE, densities and figures as the trainer's report (`hardware.hardware_report`)."""
-    gates = nn.measure_gates(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
-    activations = nn.measure_activations(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    gates, activations = nn.measure_activity(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
     graph = nn.graph_of(model, dataset.image_shape)
     net = network_of(model, graph, cfg.hardware)
     device = device_of(cfg.hardware)

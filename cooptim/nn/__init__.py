@@ -7,7 +7,6 @@ import fnmatch
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from cost_models import sparsity as cm_sparsity
@@ -113,29 +112,6 @@ def gate_stats(records: dict[str, GateRecord]) -> dict[str, tuple[jax.Array, jax
     return {name: (r.density, r.channel.mean()) for name, r in records.items()}
 
 
-@nnx.jit
-def _gate_stats(model, images):
-    return gate_stats(capture(model, images, GateTap)[1][GateTap])
-
-
-def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
-    """Mean gate activity of every dynamically gated layer over `batches` (iterable of images
-    (B, H, W, C) float32): {layer: {"density": active (position, channel) fraction,
-    "channel": active channel fraction}}. Empty for a model without gates."""
-    if not gated_layers(model):
-        return {}
-    sums: dict[str, list[float]] = {}
-    count = 0
-    for images in batches:
-        n = images.shape[0]
-        for name, (density, channel) in _gate_stats(model, jnp.asarray(images)).items():
-            total = sums.setdefault(name, [0.0, 0.0])
-            total[0] += float(density) * n
-            total[1] += float(channel) * n
-        count += n
-    return {name: {"density": d / count, "channel": c / count} for name, (d, c) in sums.items()}
-
-
 def unstructured_layers(model: nnx.Module) -> list[SparseLayer]:
     """The layers whose method skips zero activations (HASS's unstructured engines)."""
     return [layer for _, layer in sparse_layers(model)
@@ -143,25 +119,50 @@ def unstructured_layers(model: nnx.Module) -> list[SparseLayer]:
 
 
 @nnx.jit
-def _layer_inputs(model, images):
-    return {name: x for name, (x, _) in capture(model, images, LayerInput)[1][LayerInput].items()}
+def _activity(model, images, thresholds):
+    """One forward pass: the gates' stats, and per thresholded layer (kept inputs, inputs)."""
+    _, taps = capture(model, images, GateTap, LayerInput)
+    kept = {name: ((jnp.abs(taps[LayerInput][name][0]) > t).sum(), taps[LayerInput][name][0].size)
+            for name, t in thresholds.items()}
+    return gate_stats(taps[GateTap]), kept
 
 
-def measure_activations(model: nnx.Module, batches) -> dict[str, float]:
-    """{layer: fraction of its input activations that are non-zero after its activation
-    threshold} over `batches` (iterable of images), for every layer whose method skips zero
-    activations (HASS: the ReLU's zeros and the thresholded ones); empty for a model without."""
-    layers = {layer.layer_name: layer.current_method().activation_threshold for layer in unstructured_layers(model)}
-    if not layers:
-        return {}
-    kept, total = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0)
+def measure_activity(model: nnx.Module, batches) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """What a network's input-dependent sparsity does over `batches` (iterable of images
+    (B, H, W, C) float32), in one forward pass per batch:
+
+    - gates: {layer: {"density": active (position, channel) fraction, "channel": active channel
+      fraction}} of every dynamically gated layer (DPACS);
+    - activations: {layer: fraction of its input activations that are non-zero after its
+      activation threshold} of every layer whose method skips zero activations (HASS: the ReLU's
+      zeros and the thresholded ones).
+
+    Each is empty for a model without such layers."""
+    thresholds = {layer.layer_name: float(layer.current_method().activation_threshold)
+                  for layer in unstructured_layers(model)}
+    if not gated_layers(model) and not thresholds:
+        return {}, {}
+    gate_sums: dict[str, list[float]] = {}
+    kept, total = dict.fromkeys(thresholds, 0.0), dict.fromkeys(thresholds, 0)
+    count = 0
     for images in batches:
-        inputs = _layer_inputs(model, jnp.asarray(images))
-        for name, threshold in layers.items():
-            x = np.asarray(inputs[name])
-            kept[name] += float((np.abs(x) > threshold).sum())
-            total[name] += x.size
-    return {name: kept[name] / max(total[name], 1) for name in layers}
+        n = images.shape[0]
+        gates, inputs = _activity(model, jnp.asarray(images), thresholds)
+        for name, (density, channel) in gates.items():
+            sums = gate_sums.setdefault(name, [0.0, 0.0])
+            sums[0] += float(density) * n
+            sums[1] += float(channel) * n
+        for name, (nonzero, size) in inputs.items():
+            kept[name] += float(nonzero)
+            total[name] += int(size)
+        count += n
+    gates = {name: {"density": d / count, "channel": c / count} for name, (d, c) in gate_sums.items()}
+    return gates, {name: kept[name] / max(total[name], 1) for name in thresholds}
+
+
+def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
+    """The gates' part of `measure_activity`."""
+    return measure_activity(model, batches)[0]
 
 
 __all__ = [
@@ -187,7 +188,7 @@ __all__ = [
     "gate_stats",
     "gated_layers",
     "graph_of",
-    "measure_activations",
+    "measure_activity",
     "measure_gates",
     "refresh_masks",
     "resnet20",

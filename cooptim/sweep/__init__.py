@@ -17,6 +17,7 @@ with another engine (a Slurm array), `--list` prints the point names, `--point N
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cooptim.sweep import local, on_ray
@@ -39,7 +40,7 @@ def run(path: str | Path, workers: int | None = None, on_done=None, *, backend: 
     workers = workers or sweep.workers
     backend = "ray" if address else (backend or sweep.backend)
     if backend == "ray":
-        settings = RayConfig(address or sweep.ray.address, sweep.ray.cpus_per_point, sweep.ray.gpus_per_point)
+        settings = dataclasses.replace(sweep.ray, address=address or sweep.ray.address)
         failures = on_ray.run(folder, todo, settings=settings, workers=workers, retries=sweep.retries,
                               on_done=on_done)
     else:

@@ -216,7 +216,7 @@ def big_chain():
 
 def test_a_graph_is_cut_only_where_one_tensor_crosses():
     graph = cm.networks.resnet18()
-    cuts = graph.cut_points()
+    cuts = graph.cut_points
     by_name = {n.name: i for i, n in enumerate(graph.nodes)}
     # inside a residual block two tensors cross (the branch and the shortcut): no cut there
     assert by_name["layer1.0.conv2"] not in cuts and by_name["layer1.0.relu2"] + 1 in cuts
