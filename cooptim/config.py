@@ -51,13 +51,29 @@ class DataConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class PretrainedConfig:
+    """Weights to start from: a torchvision state dict (`.safetensors`, or `.pth` where torch is
+    installed) of the model's architecture; see `cooptim.pretrained`. `keep_initial`: layer-name
+    patterns left at their initialisation (e.g. ``head`` for a new number of classes).
+    `adapt_input_channels`: an RGB first conv summed over its channels for one-channel images."""
+
+    path: StrictStr
+    keep_initial: list[StrictStr] = dataclasses.field(default_factory=list)
+    adapt_input_channels: StrictBool = False
+
+
+@dataclass(frozen=True, config=STRICT)
 class ModelConfig:
     """The network. `width` is the channel count of the first stage (None: the model's own:
-    digits_cnn 16, resnet8/20/56 16, resnet18/50 64, mobilenet_v2 32, vgg16 64)."""
+    digits_cnn 16, resnet8/20/56 16, resnet18/50 64, mobilenet_v2 32, vgg16 64).
+    `classifier_width`: vgg16's two hidden fully connected layers (None: 4096). `pretrained`:
+    start from these weights rather than a random initialisation."""
 
     name: Literal["digits_cnn", "resnet8", "resnet20", "resnet56", "resnet18", "resnet50", "mobilenet_v2",
                   "vgg16"] = "digits_cnn"
     width: Optional[PositiveInt] = None
+    classifier_width: Optional[PositiveInt] = None
+    pretrained: Optional[PretrainedConfig] = None
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -76,8 +76,12 @@ def build_model(cfg: Config, in_shape: tuple[int, int, int], num_classes: int,
         return plan(layer)
 
     try:
-        width = {} if cfg.model.width is None else {"width": cfg.model.width}
-        make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **width, rngs=nnx.Rngs(cfg.seed))
+        sizes = {} if cfg.model.width is None else {"width": cfg.model.width}
+        if cfg.model.classifier_width is not None:
+            if cfg.model.name != "vgg16":
+                raise ConfigError(f"{source}: 'model.classifier_width' applies to vgg16 only, not {cfg.model.name}")
+            sizes["hidden"] = cfg.model.classifier_width
+        make = lambda: MODELS[cfg.model.name](in_shape, num_classes, sparsity_for, **sizes, rngs=nnx.Rngs(cfg.seed))
         model = nnx.eval_shape(make) if abstract else make()
     except SparsityError as e:
         raise ConfigError(f"{source}: '{plan.key_for(current['layer'])}': {e}") from None

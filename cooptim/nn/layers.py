@@ -290,3 +290,21 @@ class SparseDense(SparseLayer):
 
     def description(self, in_shape):
         return cm_layers.Dense(self.layer_name, *self.layout.shape)
+
+
+def start_from_weights(model: nnx.Module) -> None:
+    """After the weights were replaced (a pretrained start): every stored mask is recomputed from
+    them, and DPACS's gates open (kernels zero, bias the method's positive `gate_bias` or 1), so
+    the fine-tune starts from the loaded network with every position and channel active."""
+    for _, node in nnx.iter_graph(model):
+        if not isinstance(node, SparseLayer):
+            continue
+        if node.stored_mask is not None:
+            node.stored_mask[...] = node.sparsity.mask(node.kernel[...], node.layout, node.progress[...])
+        if getattr(node, "gates", None) is not None:
+            gates = node.gates
+            bias = max(float(node.sparsity.gate_bias), 1.0)
+            for kernel, offset in ((gates.spatial_kernel, gates.spatial_bias), (gates.channel_kernel, gates.channel_bias)):
+                if kernel is not None:
+                    kernel[...] = jnp.zeros_like(kernel[...])
+                    offset[...] = jnp.full_like(offset[...], bias)

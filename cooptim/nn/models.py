@@ -198,11 +198,12 @@ class MobileNetV2(Chain):
 
 
 class VGG16(Chain):
-    """VGG-16 (Simonyan & Zisserman, ICLR 2015, configuration D) for 224 x 224 inputs."""
+    """VGG-16 (Simonyan & Zisserman, ICLR 2015, configuration D) for 224 x 224 inputs; `hidden` is
+    the width of its two hidden fully connected layers (4096 in the paper)."""
 
     PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
-    def __init__(self, in_shape, num_classes, sparsity_for, *, width=64, rngs):
+    def __init__(self, in_shape, num_classes, sparsity_for, *, width=64, hidden=4096, rngs):
         convs, c_in, size = [], in_shape[2], in_shape[0]
         scale = width / 64
         for i, item in enumerate(self.PLAN):
@@ -214,9 +215,9 @@ class VGG16(Chain):
             convs.append(SparseConv(c_in, c_out, 3, name=name, use_bias=True, sparsity=sparsity_for(name), rngs=rngs))
             c_in = c_out
         self.convs = nnx.List(convs)
-        self.fc1 = SparseDense(c_in * size * size, 4096, name="fc1", sparsity=sparsity_for("fc1"), rngs=rngs)
-        self.fc2 = SparseDense(4096, 4096, name="fc2", sparsity=sparsity_for("fc2"), rngs=rngs)
-        self.head = SparseDense(4096, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
+        self.fc1 = SparseDense(c_in * size * size, hidden, name="fc1", sparsity=sparsity_for("fc1"), rngs=rngs)
+        self.fc2 = SparseDense(hidden, hidden, name="fc2", sparsity=sparsity_for("fc2"), rngs=rngs)
+        self.head = SparseDense(hidden, num_classes, name="head", sparsity=sparsity_for("head"), rngs=rngs)
         steps, n_conv, n_pool = [], 0, 0
         for item in self.PLAN:
             if item == "M":

@@ -29,7 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cooptim import data as data_lib
-from cooptim import folders, nn
+from cooptim import folders, nn, pretrained
 from cooptim.config import Config, ConfigError
 from cooptim.hardware import device_of
 from cooptim.objective import HardwareObjective, lambda_at, temperature_at
@@ -78,6 +78,8 @@ def setup(cfg: Config, source: str = "<config>"):
     device_of(cfg.hardware, source)  # an unknown device fails before training, not after
     dataset = data_lib.load(cfg.data)
     model = nn.build_model(cfg, dataset.image_shape, dataset.num_classes, source=source)
+    if cfg.model.pretrained is not None:  # before the objective: its first DSE reads the loaded weights
+        pretrained.load_configured(model, cfg, source)
     stream = data_lib.TrainStream(dataset.train, cfg.data.batch_size, cfg.seed, cfg.data.augment)
     steps = total_steps(cfg, stream.steps_per_epoch)
     objective, folding = None, None
@@ -152,6 +154,13 @@ def _train(cfg, source, resume, force, reporter, dataset, stream, steps, objecti
     t_last, steps_since = time.perf_counter(), 0
     try:
         with (metrics_path.open("a") if writer else open(os.devnull, "w")) as log:
+            if restored is None and cfg.model.pretrained is not None:
+                # where the fine-tune starts: the loaded network as step 0 sees it (gradual methods dense)
+                nn.set_progress(model, 0.0)
+                ev = evaluate(model, dataset.test, cfg.data.eval_batch_size, parallel)
+                record = {"step": 0, "test_accuracy": ev["accuracy"], "test_loss": ev["loss"]}
+                log.write(json.dumps(record) + "\n")
+                reporter.evaluated(0, record)
             for step in range(start, steps):
                 progress = step / steps
                 extra = {}
