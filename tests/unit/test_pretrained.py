@@ -7,7 +7,6 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from cooptim import config, nn, pretrained
 
