@@ -39,6 +39,7 @@ from cooptim.config import ConfigError
 from cooptim.data import eval_batches
 from cooptim.emulate import load_quantized_graph
 from cooptim.export.cfiles import _arrays, _layer_header, _mem, _weights_table, params_header
+from cooptim.export import handover
 from cooptim.export.common import SCHEMA_VERSION, ExportError, c_name
 from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, window_zero_histogram
 from cooptim.export.readme import folder_readme
@@ -48,7 +49,7 @@ from cooptim.run import RunError
 from cost_models.graph import INPUT
 
 __all__ = ["SCHEMA_VERSION", "ExportError", "accelerator_config", "build_reference", "c_name", "export",
-           "export_model", "fpgaconvnet_config", "params_header", "reference_dir", "run_reference",
+           "export_model", "export_qonnx", "fpgaconvnet_config", "params_header", "reference_dir", "run_reference",
            "saturation_vector", "schema", "test_vectors", "validate"]
 
 
@@ -103,6 +104,42 @@ def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors
     except (RunError, ConfigError) as e:
         raise ExportError(str(e)) from None
     return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors, protect=(Path(run_dir),))
+
+
+def export_qonnx(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors: int = 8) -> Path:
+    """Writes the trained run's quantized network as QONNX to `out`, atomically (see
+    `cooptim.export.qonnx` for the model, `handover.write_qonnx_folder` for the folder)."""
+    _check_out(Path(out), force, protect=(Path(run_dir),))
+    try:
+        cfg, model, dataset, net = load_quantized_graph(run_dir)
+    except (RunError, ConfigError) as e:
+        raise ExportError(str(e)) from None
+    images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
+    inputs, trace = test_vectors(net, images)
+    return _write_atomically(Path(out), force, (Path(run_dir),),
+                             lambda folder: handover.write_qonnx_folder(folder, cfg, net, inputs, trace, labels))
+
+
+def _write_atomically(out: Path, force: bool, protect: tuple[Path, ...], write) -> Path:
+    """`write(folder)` into a temporary sibling of `out`, renamed to `out` when it is complete."""
+    with folders.Lock(out, "export folder"):
+        _check_out(out, force, protect)  # again, under the lock
+        for stale in _stale_temporaries(out):  # no other writer can be using them now
+            shutil.rmtree(stale, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            folders.mark(tmp, "export")
+            write(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
+            folders.replace(out, "export", protect=(*protect, Path.cwd()))
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
 
 
 def _check_out(out: Path, force: bool, protect: tuple[Path, ...] = ()) -> None:

@@ -1,4 +1,4 @@
-"""python -m cooptim.export RUN_DIR --out DIR [--force] [--vectors N] [--check]"""
+"""python -m cooptim.export RUN_DIR --out DIR [--format cooptim|qonnx] [--force] [--vectors N] [--check] [--hls4ml]"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import sys
 
 from cooptim.cli.errors import run_cli
-from cooptim.export import ExportError, build_reference, export, run_reference
+from cooptim.export import ExportError, build_reference, export, export_qonnx, handover, run_reference
 
 
 def _count(text: str) -> int:
@@ -25,11 +25,21 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an output folder that an earlier export made")
     parser.add_argument("--vectors", type=_count, default=8,
                         help="test images in testbench/ (besides the saturation vector)")
-    parser.add_argument("--check", action="store_true", help="then compile the C++ reference with g++ and run it")
+    parser.add_argument("--format", choices=("cooptim", "qonnx"), default="cooptim",
+                        help="cooptim: the parameter files and the C++ reference (default); qonnx: the network "
+                             "as a QONNX model for hls4ml or FINN")
+    parser.add_argument("--check", action="store_true",
+                        help="then check the export bit for bit: the C++ reference (g++), or qonnx's execution")
+    parser.add_argument("--hls4ml", action="store_true",
+                        help="with --format qonnx: convert with hls4ml and check its C simulation (g++) bit for bit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any failure")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.format == "qonnx":
+            return _qonnx(args)
+        if args.hls4ml:
+            raise ExportError("--hls4ml goes with --format qonnx")
         out = export(args.run_dir, args.out, force=args.force, vectors=args.vectors)
         print(f"exported {args.run_dir} -> {out} (accelerator.json, fpgaconvnet.json, params.h, weights/, "
               f"testbench/, README.md)")
@@ -44,6 +54,23 @@ def main(argv=None) -> int:
         return done.returncode
 
     return run_cli(body, debug=args.debug)
+
+
+def _qonnx(args) -> int:
+    out = export_qonnx(args.run_dir, args.out, force=args.force, vectors=args.vectors)
+    print(f"exported {args.run_dir} -> {out} (model.onnx, testbench/, README.md)")
+    checks = ([handover.check_qonnx] if args.check else []) + ([handover.check_hls4ml] if args.hls4ml else [])
+    failed = False
+    for check in checks:
+        result = check(out)
+        if result["bit_exact"]:
+            print(f"PASS: {result['what']} = cooptim's integer emulation on {result['vectors']} vectors, bit for bit")
+        else:
+            failed = True
+            print(f"FAIL: {result['what']} differs from cooptim's integer emulation on "
+                  f"{', '.join(result['mismatched']) or 'off-grid outputs'} (largest difference "
+                  f"{result['max_difference']} output steps)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ the model computes cooptim's integer emulation (`QuantizedGraph.forward`) bit fo
   add          each input requantized to the output format (a depthwise identity Conv where it
                rounds), Add, Quant (saturation)
   subsample    a strided 1x1 Conv of identity weights, zero rows for the padded channels
-  HASS         an input threshold: x * (|x| > t), as Abs, Greater, Cast, Mul
+  HASS         an input threshold: ThresholdedRelu(t) on inputs that are never negative (after a
+               ReLU), else x * (|x| > t) as Abs, Greater, Cast, Mul
   DPACS        the gates as Conv / ReduceSum + MatMul, Greater, Cast; the products masked before
                the bias (cooptim's inactive outputs are the bias alone)
 
@@ -33,8 +34,12 @@ exact (relu(a + h) floors to relu(a) + h's floor for every a; see `_rounding_bia
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:  # optional: the `qonnx` extra
+    onnx = None
 
 from cooptim.export.common import ExportError
 from cooptim.quantize import QuantizedGraph, QuantLayer
@@ -70,6 +75,7 @@ class _Builder:
         return name
 
     def node(self, op: str, inputs: list[str], name: str, *, domain: str = "", **attributes) -> str:
+        """Appends an `op` node whose one output tensor is named after the node."""
         name = self._unique(name)
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, domain=domain, **attributes))
         return name
@@ -116,10 +122,29 @@ def _rounding_bias(b: _Builder, layer: QuantLayer) -> np.ndarray:
     return bias + b.half_step(layer.out_format.frac) * (layer.acc_frac > layer.out_format.frac)
 
 
-def _input_threshold(b: _Builder, x: str, layer: QuantLayer) -> str:
+def _non_negative(net: QuantizedGraph, name: str) -> bool:
+    """Whether node `name`'s output is never negative (after a ReLU, through pools and adds)."""
+    if name == INPUT:
+        return False
+    node = net.node(name)
+    if node.layer is not None:
+        return node.layer.relu
+    if node.op in ("relu", "relu6", "fused_relu"):
+        return True
+    if node.op in ("split", "max_pool", "avg_pool", "global_pool", "subsample", "add"):
+        return all(_non_negative(net, i) for i in node.inputs)
+    return False
+
+
+def _input_threshold(b: _Builder, x: str, layer: QuantLayer, non_negative: bool) -> str:
+    """HASS's zeroing of inputs with |x| <= t: ThresholdedRelu where the input is never negative
+    (then the same function, and one hls4ml has), else Abs, Greater, Cast and Mul."""
     if layer.activation_threshold <= 0:
         return x
-    limit = b.constant(f"{layer.name}_threshold", layer.activation_threshold * 2.0 ** -layer.in_format.frac)
+    threshold = layer.activation_threshold * 2.0 ** -layer.in_format.frac
+    if non_negative:
+        return b.node("ThresholdedRelu", [x], f"{layer.name}_thresholded", alpha=threshold)
+    limit = b.constant(f"{layer.name}_threshold", threshold)
     keep = b.node("Cast", [b.node("Greater", [b.node("Abs", [x], f"{layer.name}_abs"), limit], f"{layer.name}_kept")],
                   f"{layer.name}_keep", to=TensorProto.FLOAT)
     return b.node("Mul", [x, keep], f"{layer.name}_thresholded")
@@ -161,8 +186,8 @@ def _gate_masks(b: _Builder, x: str, layer: QuantLayer) -> list[str]:
     return masks
 
 
-def _conv(b: _Builder, x: str, layer: QuantLayer, weight_bits: int) -> str:
-    x = _input_threshold(b, x, layer)
+def _conv(b: _Builder, x: str, layer: QuantLayer, weight_bits: int, non_negative: bool) -> str:
+    x = _input_threshold(b, x, layer, non_negative)
     (pt, pb), (pl, pr) = layer.padding
     attributes = dict(kernel_shape=list(layer.kernel), strides=list(layer.stride), pads=[pt, pl, pb, pr],
                       dilations=[1, 1], group=layer.groups)
@@ -180,13 +205,14 @@ def _conv(b: _Builder, x: str, layer: QuantLayer, weight_bits: int) -> str:
     return y
 
 
-def _dense(b: _Builder, x: str, layer: QuantLayer, source_shape: tuple, weight_bits: int) -> str:
+def _dense(b: _Builder, x: str, layer: QuantLayer, source_shape: tuple, weight_bits: int,
+           non_negative: bool) -> str:
     weight = layer.weight.astype(np.float64)
     if len(source_shape) == 3:  # cooptim flattens (H, W, C); ONNX's Flatten of NCHW gives (C, H, W)
         h, w, c = source_shape
         weight = weight.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
         x = b.node("Flatten", [x], f"{layer.name}_flatten", axis=1)
-    x = _input_threshold(b, x, layer)
+    x = _input_threshold(b, x, layer, non_negative)
     weight = weight * 2.0 ** -layer.weight_frac.astype(np.float64)[None, :]
     product = b.node("MatMul", [x, _weight_quant(b, weight, layer, weight_bits)], f"{layer.name}_matmul")
     return b.node("Add", [product, b.constant(f"{layer.name}_bias", _rounding_bias(b, layer))], layer.name)
@@ -212,6 +238,8 @@ def _requantized(b: _Builder, x: str, source: fp.Format, target: fp.Format, chan
 
 def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim") -> onnx.ModelProto:
     """The QONNX model of `net` (batch 1, NCHW), computing its integer forward pass in floats."""
+    if onnx is None:
+        raise ExportError("the QONNX export needs onnx and qonnx (pip install 'cooptim[qonnx]')")
     b = _Builder(net.rounding)
     h, w, c = net.input_shape
     values = {INPUT: b.quant(INPUT_NAME, net.input_format.frac, net.input_format.bits, "input_quant", rounding="ROUND")}
@@ -220,7 +248,9 @@ def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim")
         fmt, source_shape = node.out_format, net.shape(node.inputs[0])
         if node.layer is not None:
             layer = node.layer
-            y = _conv(b, x, layer, weight_bits) if layer.kind == "conv" else _dense(b, x, layer, source_shape, weight_bits)
+            non_negative = _non_negative(net, node.inputs[0])
+            y = (_conv(b, x, layer, weight_bits, non_negative) if layer.kind == "conv"
+                 else _dense(b, x, layer, source_shape, weight_bits, non_negative))
             if layer.relu:
                 y = b.node("Relu", [y], f"{node.name}_relu")
             y = b.quant(y, fmt.frac, fmt.bits, f"{node.name}_quant")
@@ -282,14 +312,18 @@ def from_output(values: np.ndarray, fmt: fp.Format) -> np.ndarray:
 
 
 def exactness_problems(net: QuantizedGraph, trace: dict) -> list[str]:
-    """Nodes whose accumulators (on these vectors, from `net.forward`'s trace) need more significant
-    bits than float32 has, where the QONNX model's float arithmetic could round."""
+    """Where the QONNX model could differ from cooptim on these vectors (`net.forward`'s trace): an
+    accumulator that needs more significant bits than float32 has, or one that saturates at
+    acc_bits (the model has no accumulator saturation; cooptim's calibration avoids it)."""
     problems = []
     for node in net.nodes:
         if node.layer is None:
             continue
+        largest = int(trace[node.name]["acc_max"])
         spread = int(node.layer.weight_frac.max() - node.layer.weight_frac.min())
-        bits = max(int(trace[node.name]["acc_max"]), 1).bit_length() + spread
+        bits = max(largest, 1).bit_length() + spread
         if bits > FLOAT_MANTISSA_BITS:
-            problems.append(f"{node.name} ({bits} bits)")
+            problems.append(f"node {node.name!r}: its accumulator needs {bits} significant bits, more than float32's 24")
+        if largest > fp.Format(node.layer.acc_bits, 0).max_int:
+            problems.append(f"node {node.name!r}: its accumulator saturates at acc_bits={node.layer.acc_bits}")
     return problems
