@@ -93,14 +93,16 @@ def check_qonnx(folder: str | Path) -> dict:
     return _compare(got, expected, vectors, "qonnx execution")
 
 
-def check_hls4ml(folder: str | Path) -> dict:
-    """hls4ml's C simulation of model.onnx (project in FOLDER/hls4ml) against cooptim's outputs."""
+def check_hls4ml(folder: str | Path, *, optimize: bool = True) -> dict:
+    """hls4ml's C simulation of model.onnx (project in FOLDER/hls4ml) against cooptim's outputs
+    (optimize=False: built with -O0, see `hls4ml_bridge.c_simulation`)."""
     model, vectors, inputs, expected = _read(folder)
     if not hls4ml_bridge.available():
         raise ExportError("the hls4ml hand-over needs hls4ml and qonnx (pip install 'cooptim[hls4ml]')")
     spec = vectors["hls4ml"]
     hls_model = hls4ml_bridge.convert(model, Path(folder) / "hls4ml", spec["precision"], spec["unsupported"])
-    return _compare(hls4ml_bridge.c_simulation(hls_model, inputs), expected, vectors, "hls4ml C simulation")
+    outputs = hls4ml_bridge.c_simulation(hls_model, inputs, optimize=optimize)
+    return _compare(outputs, expected, vectors, "hls4ml C simulation")
 
 
 def _readme(cfg, net: QuantizedGraph, vectors: dict) -> str:
