@@ -114,6 +114,20 @@ def densities_of(model, names, gates: dict | None = None, static=_mask_density,
     return cm.Density(np.array(weight, np.float32), np.array(activation, np.float32))
 
 
+def check_dense_design(model, in_shape: tuple, cfg: Config, source: str = "<config>") -> None:
+    """Before a run: the dense design that every report compares against must fit the device (a
+    dataflow design of a large network on a small board may not), else one ConfigError."""
+    if cfg.hardware.accelerator != "dataflow":
+        return
+    device = device_of(cfg.hardware, source)
+    net = network_of(model, nn.graph_of(model, in_shape), cfg.hardware, dense=True)
+    try:
+        design(net, cm.Density.dense(net), cfg.hardware, device)
+    except cm.dse.DeviceFitError as e:
+        raise ConfigError(f"{source}: 'hardware.device': {e}; the report's dense design must fit: choose a larger "
+                          f"device, another 'hardware.memory' or a larger 'hardware.resource_budget'") from None
+
+
 def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>", gates: dict | None = None,
                     activations: dict | None = None) -> dict:
     """Cost of the trained network and of its dense counterpart on the configured device.

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from cooptim import data as data_lib
 from cooptim import folders, nn, pretrained
 from cooptim.config import Config, ConfigError
-from cooptim.hardware import device_of
+from cooptim.hardware import check_dense_design, device_of
 from cooptim.objective import HardwareObjective, lambda_at, temperature_at
 from cooptim.report import build_report, masks_of
 from cooptim.train.checkpoint import (Checkpoints, RunError, append_history, check_run_dir, prepare_run_dir,
@@ -80,6 +80,7 @@ def setup(cfg: Config, source: str = "<config>"):
     model = nn.build_model(cfg, dataset.image_shape, dataset.num_classes, source=source)
     if cfg.model.pretrained is not None:  # before the objective: its first DSE reads the loaded weights
         pretrained.load_configured(model, cfg, source)
+    check_dense_design(model, dataset.image_shape, cfg, source)  # not after hours of training
     stream = data_lib.TrainStream(dataset.train, cfg.data.batch_size, cfg.seed, cfg.data.augment)
     steps = total_steps(cfg, stream.steps_per_epoch)
     objective, folding = None, None

@@ -142,3 +142,13 @@ def test_loading_recomputes_stored_masks_and_opens_dpacs_gates():
     _, taps = nn.capture(model, jnp.asarray(images(spec["image"])), nn.GateTap)
     (record,) = taps[nn.GateTap].values()  # the gate_bias of -1 would have closed every gate
     assert float(record.density) == 1.0
+
+
+def test_a_dense_design_that_cannot_fit_the_device_stops_the_run_before_training(tmp_path):
+    from cooptim import train
+    cfg = config.from_dict({"name": "big", "output_dir": str(tmp_path), "model": {"name": "resnet18", "width": 64},
+                            "sparsity": {"default": {"method": "dense"}}, "train": {"steps": 2}})
+    with pytest.raises(config.ConfigError, match=r"'hardware.device': layer '[^']+' alone needs \d+% of the "
+                                                 r"zcu102's BRAM18 .* the report's dense design must fit"):
+        train.run(cfg)
+    assert not (tmp_path / "big").exists()
