@@ -98,26 +98,27 @@ def export(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors
     that another process is writing) and `cooptim.quantize.QuantizationError` (formats); in every
     case nothing is left at `out`.
     """
-    _check_out(Path(out), force, protect=(Path(run_dir),))
-    try:
-        cfg, model, dataset, net = load_quantized_graph(run_dir)
-    except (RunError, ConfigError) as e:
-        raise ExportError(str(e)) from None
+    cfg, model, dataset, net = _quantized_run(run_dir, out, force)
     return export_model(cfg, model, dataset, net, out, force=force, vectors=vectors, protect=(Path(run_dir),))
 
 
 def export_qonnx(run_dir: str | Path, out: str | Path, *, force: bool = False, vectors: int = 8) -> Path:
     """Writes the trained run's quantized network as QONNX to `out`, atomically (see
     `cooptim.export.qonnx` for the model, `handover.write_qonnx_folder` for the folder)."""
-    _check_out(Path(out), force, protect=(Path(run_dir),))
-    try:
-        cfg, model, dataset, net = load_quantized_graph(run_dir)
-    except (RunError, ConfigError) as e:
-        raise ExportError(str(e)) from None
+    cfg, model, dataset, net = _quantized_run(run_dir, out, force)
     images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
     inputs, trace = test_vectors(net, images)
     return _write_atomically(Path(out), force, (Path(run_dir),),
                              lambda folder: handover.write_qonnx_folder(folder, cfg, net, inputs, trace, labels))
+
+
+def _quantized_run(run_dir, out, force: bool):
+    """(config, model, dataset, quantized graph) of a run, after `out` was found writable."""
+    _check_out(Path(out), force, protect=(Path(run_dir),))
+    try:
+        return load_quantized_graph(run_dir)
+    except (RunError, ConfigError) as e:
+        raise ExportError(str(e)) from None
 
 
 def _write_atomically(out: Path, force: bool, protect: tuple[Path, ...], write) -> Path:
@@ -170,25 +171,8 @@ def export_model(cfg, model, dataset, net: q.QuantizedGraph, out: str | Path, *,
     images, labels = dataset.test.get(np.arange(min(vectors, len(dataset.test))))
     inputs, trace = test_vectors(net, images)
     histograms = _sparsity_histograms(net, inputs, trace)
-
-    with folders.Lock(out, "export folder"):
-        _check_out(out, force, protect)  # again, under the lock
-        for stale in _stale_temporaries(out):  # no other writer can be using them now
-            shutil.rmtree(stale, ignore_errors=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            folders.mark(tmp, "export")
-            _write(tmp, net, config, arrays, inputs, trace, labels, histograms)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an export is an ordinary folder
-            folders.replace(out, "export", protect=(*protect, Path.cwd()))
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return out
+    return _write_atomically(out, force, protect,
+                             lambda folder: _write(folder, net, config, arrays, inputs, trace, labels, histograms))
 
 
 def validate(config: dict) -> None:
