@@ -8,8 +8,8 @@ other type (accumulators, biases, the pools' and identity convs' results) is one
 `exact_precision(net)`, that holds every intermediate value of cooptim's arithmetic exactly, so
 hls4ml rounds exactly where cooptim does and nowhere else.
 
-hls4ml has no layer for DPACS's run-time gates, for a HASS threshold on an input that can be
-negative, or for ReLU6 (ONNX Clip); `unsupported(net)` names those nodes before anything is built.
+hls4ml has no layer for DPACS's run-time gates or for a HASS threshold on an input that can be
+negative; `unsupported(net)` names those nodes before anything is built.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ def unsupported(net: QuantizedGraph) -> list[str]:
         if layer is not None and layer.activation_threshold > 0 and not _non_negative(net, node.inputs[0]):
             problems.append(f"node {node.name!r}: a HASS threshold on an input that can be negative "
                             f"(hls4ml's ThresholdedReLU covers inputs after a ReLU)")
-        if node.op == "relu6":
-            problems.append(f"node {node.name!r}: ReLU6 (ONNX Clip has no hls4ml layer)")
     return problems
 
 

@@ -11,7 +11,7 @@ the model computes cooptim's integer emulation (`QuantizedGraph.forward`) bit fo
                power-of-two scale and a weight Quant at the layer's finest one (weight_bits plus
                the spread of the per-channel scales: the same values, one layer-wide format); the
                bias at the accumulator's scale; the fused ReLU; then Quant to the output format
-  relu / relu6 Relu / Clip(0, 6 in the format)
+  relu / relu6 Relu / relu(x) - relu(x - 6 in the format) (hls4ml has no ONNX Clip)
   max_pool     MaxPool (ONNX pads with -inf: cooptim pads with the format's minimum, the same max)
   avg_pool     a depthwise Conv of weights 1 / window**2 (cooptim's exact window sum and shift)
   global_pool  a depthwise Conv over H x W of weights round(2**16 / (H W)) * 2**-16 (cooptim's
@@ -259,8 +259,12 @@ def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim")
         elif node.op == "relu":
             y = b.node("Relu", [x], node.name)
         elif node.op == "relu6":
+            # min(max(x, 0), six) = relu(x) - relu(x - six): Relu, a depthwise conv of bias -six and
+            # Sub, which hls4ml has (it has no ONNX Clip), exact in the wide types
             six = min(6 << fmt.frac if fmt.frac >= 0 else 6 >> -fmt.frac, fmt.max_int) * 2.0 ** -fmt.frac
-            y = b.node("Clip", [x, b.constant(f"{node.name}_min", 0.0), b.constant(f"{node.name}_max", six)], node.name)
+            shifted = _depthwise(b, x, f"{node.name}_minus_six", source_shape[2], (1, 1), 1, 0, 1.0, -six)
+            y = b.node("Sub", [b.node("Relu", [x], f"{node.name}_low"), b.node("Relu", [shifted], f"{node.name}_high")],
+                       node.name)
         elif node.op == "max_pool":
             y = b.node("MaxPool", [x], node.name, kernel_shape=[node.window] * 2, strides=[node.stride] * 2,
                        pads=[node.padding] * 4)
