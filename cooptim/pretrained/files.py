@@ -66,4 +66,5 @@ def _read_torch(path: Path) -> dict:
 
 def _as_numpy(value) -> np.ndarray:
     array = np.asarray(value)
-    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+    floating = np.issubdtype(array.dtype, np.floating) or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16
+    return array.astype(np.float32) if floating else array
