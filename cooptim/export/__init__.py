@@ -44,6 +44,7 @@ from cooptim.export.common import SCHEMA_VERSION, ExportError, c_name
 from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, window_zero_histogram
 from cooptim.export.readme import folder_readme
 from cooptim.export.vectors import saturation_vector, test_vectors
+from cooptim.export.vectors import summary as vectors_summary
 from cooptim.hardware import cost_summary, densities_of, design, device_of, folding_by_layer, memory_plan, network_of
 from cooptim.run import RunError
 from cost_models.graph import INPUT
@@ -214,10 +215,7 @@ def _write(folder: Path, net, config, arrays, inputs, trace, labels, histograms)
         ctype = "int8_t" if node.out_format.bits <= 8 else "int32_t"
         (folder / "testbench" / f"{c_name(node.name)}.mem").write_text(_mem(trace[node.name]["output"], ctype))
     logits = trace[net.output.name]["output"].reshape(len(inputs), -1)
-    vectors = {"count": int(len(inputs)), "input_shape": list(net.input_shape),
-               "names": ["saturation"] + [f"test[{i}]" for i in range(len(inputs) - 1)],
-               "labels": [None] + [int(v) for v in labels],
-               "predictions": [int(v) for v in logits.argmax(1)],
+    vectors = {**vectors_summary(labels, logits), "input_shape": list(net.input_shape),
                "saturated": {node.name: int(trace[node.name]["saturated"]) for node in net.nodes
                              if node.layer is not None or node.op in ("add", "relu6")},
                "outputs": {node.name: f"testbench/{c_name(node.name)}.mem" for node in net.nodes}}

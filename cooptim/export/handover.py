@@ -21,6 +21,7 @@ import numpy as np
 from cooptim.export import hls4ml_bridge
 from cooptim.export import qonnx as qx
 from cooptim.export.common import ExportError
+from cooptim.export.vectors import summary
 from cooptim.quantize import QuantizedGraph
 
 try:
@@ -51,8 +52,7 @@ def write_qonnx_folder(folder: Path, cfg, net: QuantizedGraph, inputs: np.ndarra
     np.save(folder / "testbench" / "inputs.npy", qx.to_nchw(inputs, net.input_format))
     np.save(folder / "testbench" / "expected.npy", logits)
     vectors = {
-        "count": int(len(inputs)), "names": ["saturation"] + [f"test[{i}]" for i in range(len(inputs) - 1)],
-        "labels": [None] + [int(v) for v in labels], "predictions": [int(v) for v in logits.argmax(1)],
+        **summary(labels, logits),
         "input_format": {"bits": net.input_format.bits, "frac": net.input_format.frac},
         "output_format": {"bits": net.output.out_format.bits, "frac": net.output.out_format.frac},
         "rounding": net.rounding, "exactness_problems": problems,
@@ -97,8 +97,6 @@ def check_hls4ml(folder: str | Path, *, optimize: bool = True) -> dict:
     """hls4ml's C simulation of model.onnx (project in FOLDER/hls4ml) against cooptim's outputs
     (optimize=False: built with -O0, see `hls4ml_bridge.c_simulation`)."""
     model, vectors, inputs, expected = _read(folder)
-    if not hls4ml_bridge.available():
-        raise ExportError("the hls4ml hand-over needs hls4ml and qonnx (pip install 'cooptim[hls4ml]')")
     spec = vectors["hls4ml"]
     hls_model = hls4ml_bridge.convert(model, Path(folder) / "hls4ml", spec["precision"], spec["unsupported"])
     outputs = hls4ml_bridge.c_simulation(hls_model, inputs, optimize=optimize)

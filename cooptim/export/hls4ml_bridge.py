@@ -17,13 +17,16 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from cooptim.export.common import ExportError
-from cooptim.export.qonnx import _non_negative
+from cooptim.export.qonnx import non_negative
 from cooptim.quantize import QuantizedGraph
+
+if TYPE_CHECKING:
+    import onnx
 
 try:
     import hls4ml
@@ -45,7 +48,7 @@ def unsupported(net: QuantizedGraph) -> list[str]:
         layer = node.layer
         if layer is not None and layer.gate is not None:
             problems.append(f"node {node.name!r}: DPACS's run-time gates (hls4ml has no gated convolution)")
-        if layer is not None and layer.activation_threshold > 0 and not _non_negative(net, node.inputs[0]):
+        if layer is not None and layer.activation_threshold > 0 and not non_negative(net, node.inputs[0]):
             problems.append(f"node {node.name!r}: a HASS threshold on an input that can be negative "
                             f"(hls4ml's ThresholdedReLU covers inputs after a ReLU)")
     return problems

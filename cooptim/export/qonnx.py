@@ -43,13 +43,13 @@ except ImportError:  # optional: the `qonnx` extra
 
 from cooptim.export.common import ExportError
 from cooptim.quantize import QuantizedGraph, QuantLayer
+from cooptim.quantize.graph import GLOBAL_POOL_SHIFT, relu6_limit
 from cost_models.graph import INPUT
 from kernels import fixed_point as fp
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "global_in", "global_out"
-GLOBAL_POOL_SHIFT = 16  # as cooptim.quantize.graph
 FLOAT_MANTISSA_BITS = 24
 
 
@@ -95,6 +95,10 @@ class _Builder:
             node.input[:] = [name if i == tensor else i for i in node.input]
         return name
 
+    def shape(self, name: str, dims) -> str:
+        """A constant int64 shape (for Reshape and ReduceSum's axes)."""
+        return self.node("Constant", [], name, value=numpy_helper.from_array(np.array(dims, np.int64)))
+
     def half_step(self, out_frac: int) -> float:
         """What a linear operator adds to its bias before a rounding Quant (half_up only)."""
         return 2.0 ** -(out_frac + 1) if self.rounding == "half_up" else 0.0
@@ -122,7 +126,7 @@ def _rounding_bias(b: _Builder, layer: QuantLayer) -> np.ndarray:
     return bias + b.half_step(layer.out_format.frac) * (layer.acc_frac > layer.out_format.frac)
 
 
-def _non_negative(net: QuantizedGraph, name: str) -> bool:
+def non_negative(net: QuantizedGraph, name: str) -> bool:
     """Whether node `name`'s output is never negative (after a ReLU, through pools and adds)."""
     if name == INPUT:
         return False
@@ -132,7 +136,7 @@ def _non_negative(net: QuantizedGraph, name: str) -> bool:
     if node.op in ("relu", "relu6", "fused_relu"):
         return True
     if node.op in ("split", "max_pool", "avg_pool", "global_pool", "subsample", "add"):
-        return all(_non_negative(net, i) for i in node.inputs)
+        return all(non_negative(net, i) for i in node.inputs)
     return False
 
 
@@ -166,9 +170,8 @@ def _gate_masks(b: _Builder, x: str, layer: QuantLayer) -> list[str]:
                             f"{layer.name}_spatial", to=TensorProto.FLOAT))
     if gate.channel_weight is not None:
         h, w_ = layer.in_shape[:2]
-        total = b.node("ReduceSum", [x, b.node("Constant", [], f"{layer.name}_hw_axes",
-                                              value=numpy_helper.from_array(np.array([2, 3], np.int64)))],
-                       f"{layer.name}_channel_sum", keepdims=0)
+        total = b.node("ReduceSum", [x, b.shape(f"{layer.name}_hw_axes", [2, 3])], f"{layer.name}_channel_sum",
+                       keepdims=0)
         scale = in_scale * 2.0 ** -gate.channel_frac
         logit = b.node("Add", [b.node("MatMul", [total, b.constant(f"{layer.name}_channel_weight",
                                                                    gate.channel_weight * 2.0 ** -gate.channel_frac)],
@@ -180,8 +183,7 @@ def _gate_masks(b: _Builder, x: str, layer: QuantLayer) -> list[str]:
         groups = layer.out_shape[-1] // gate.group
         expand = np.kron(np.eye(groups), np.ones((1, gate.group)))  # (G, C_out): each group's channels
         wide = b.node("MatMul", [on, b.constant(f"{layer.name}_channel_expand", expand)], f"{layer.name}_channel_wide")
-        masks.append(b.node("Reshape", [wide, b.node("Constant", [], f"{layer.name}_channel_shape",
-                                                     value=numpy_helper.from_array(np.array([1, -1, 1, 1], np.int64)))],
+        masks.append(b.node("Reshape", [wide, b.shape(f"{layer.name}_channel_shape", [1, -1, 1, 1])],
                             f"{layer.name}_channel"))
     return masks
 
@@ -199,9 +201,8 @@ def _conv(b: _Builder, x: str, layer: QuantLayer, weight_bits: int, non_negative
         y = b.node("Conv", [x, weight], f"{layer.name}_products", **attributes)
         for mask in _gate_masks(b, x, layer):
             y = b.node("Mul", [y, mask], f"{mask}_applied")
-        y = b.node("Add", [y, b.node("Reshape", [bias, b.node("Constant", [], f"{layer.name}_bias_shape",
-                                                                value=numpy_helper.from_array(np.array([1, -1, 1, 1], np.int64)))],
-                                       f"{layer.name}_bias_map")], layer.name)
+        bias_map = b.node("Reshape", [bias, b.shape(f"{layer.name}_bias_shape", [1, -1, 1, 1])], f"{layer.name}_bias_map")
+        y = b.node("Add", [y, bias_map], layer.name)
     return y
 
 
@@ -248,9 +249,9 @@ def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim")
         fmt, source_shape = node.out_format, net.shape(node.inputs[0])
         if node.layer is not None:
             layer = node.layer
-            non_negative = _non_negative(net, node.inputs[0])
-            y = (_conv(b, x, layer, weight_bits, non_negative) if layer.kind == "conv"
-                 else _dense(b, x, layer, source_shape, weight_bits, non_negative))
+            unsigned_input = non_negative(net, node.inputs[0])
+            y = (_conv(b, x, layer, weight_bits, unsigned_input) if layer.kind == "conv"
+                 else _dense(b, x, layer, source_shape, weight_bits, unsigned_input))
             if layer.relu:
                 y = b.node("Relu", [y], f"{node.name}_relu")
             y = b.quant(y, fmt.frac, fmt.bits, f"{node.name}_quant")
@@ -261,7 +262,7 @@ def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim")
         elif node.op == "relu6":
             # min(max(x, 0), six) = relu(x) - relu(x - six): Relu, a depthwise conv of bias -six and
             # Sub, which hls4ml has (it has no ONNX Clip), exact in the wide types
-            six = min(6 << fmt.frac if fmt.frac >= 0 else 6 >> -fmt.frac, fmt.max_int) * 2.0 ** -fmt.frac
+            six = relu6_limit(fmt) * 2.0 ** -fmt.frac
             shifted = _depthwise(b, x, f"{node.name}_minus_six", source_shape[2], (1, 1), 1, 0, 1.0, -six)
             y = b.node("Sub", [b.node("Relu", [x], f"{node.name}_low"), b.node("Relu", [shifted], f"{node.name}_high")],
                        node.name)
@@ -304,15 +305,6 @@ def qonnx_model(net: QuantizedGraph, *, weight_bits: int, name: str = "cooptim")
 def to_nchw(images_q: np.ndarray, fmt: fp.Format) -> np.ndarray:
     """cooptim's integer NHWC input vectors as the QONNX model's float NCHW input."""
     return (images_q.astype(np.float64) * 2.0 ** -fmt.frac).astype(np.float32).transpose(0, 3, 1, 2)
-
-
-def from_output(values: np.ndarray, fmt: fp.Format) -> np.ndarray:
-    """The model's float output back to cooptim's integers (exactly: the values are on the grid)."""
-    scaled = np.asarray(values, np.float64) * 2.0 ** fmt.frac
-    integers = np.rint(scaled)
-    if not np.array_equal(integers, scaled):
-        raise ExportError("the QONNX output is not on its format's grid: the float arithmetic was not exact")
-    return integers.astype(np.int64)
 
 
 def exactness_problems(net: QuantizedGraph, trace: dict) -> list[str]:

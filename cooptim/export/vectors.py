@@ -43,3 +43,11 @@ def test_vectors(net: q.QuantizedGraph, images: np.ndarray) -> tuple[np.ndarray,
     x = np.concatenate([saturation_vector(net)[None], net.quantize_input(images)]).astype(np.int8)
     _, trace = net.forward(x)
     return x, trace
+
+
+def summary(labels, logits: np.ndarray) -> dict:
+    """What every export says of its vectors: their count and names (the saturation vector, then
+    the test images), the images' labels and the integer network's predictions."""
+    count = len(logits)
+    return {"count": int(count), "names": ["saturation"] + [f"test[{i}]" for i in range(count - 1)],
+            "labels": [None] + [int(v) for v in labels], "predictions": [int(v) for v in logits.argmax(1)]}

@@ -101,6 +101,11 @@ class QuantizedGraph:
 # ------------------------------------------------------------------------------ integer nodes
 
 
+def relu6_limit(fmt: fp.Format) -> int:
+    """ReLU6's upper clip in `fmt`'s integers: 6, or the format's largest value if 6 does not fit."""
+    return min(6 << fmt.frac if fmt.frac >= 0 else 6 >> -fmt.frac, fmt.max_int)
+
+
 def _windows(x: np.ndarray, window: int, stride: int) -> np.ndarray:
     """(B, H', W', C, window, window) views of x's sliding windows."""
     views = np.lib.stride_tricks.sliding_window_view(x, (window, window), axis=(1, 2))
@@ -117,7 +122,7 @@ def node_forward(node: QuantNode, inputs: list[np.ndarray], rounding: str, *, ex
     if node.op == "relu":
         return np.maximum(x, 0).astype(x.dtype), {"saturated": 0}
     if node.op == "relu6":
-        six = min(6 << fmt.frac if fmt.frac >= 0 else 6 >> -fmt.frac, fmt.max_int)
+        six = relu6_limit(fmt)
         return np.clip(x, 0, six).astype(x.dtype), {"saturated": int((x > six).sum())}
     if node.op == "subsample":
         y = x[:, :: node.stride, :: node.stride, :]

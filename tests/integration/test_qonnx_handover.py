@@ -24,6 +24,7 @@ from cooptim.testing import EXPORTED_PATTERNS as PATTERNS, randomize_batch_norms
 from test_export_graphs import NETWORKS
 
 pytest.importorskip("qonnx")
+onnx = pytest.importorskip("onnx")
 needs_hls4ml = pytest.mark.skipif(not hls4ml_bridge.available() or shutil.which("g++") is None,
                                   reason="hls4ml or g++ is not installed")
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_qonnx_execution_is_cooptims_integer_emulation(case, tmp_path):
 def test_the_quant_nodes_carry_cooptims_formats_and_pruned_weights_are_zeros():
     cfg, net, _, _ = quantized(*CASES["digits_static"])
     model = qx.qonnx_model(net, weight_bits=8)
-    constants = {t.name: qx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in net.nodes:
         if node.layer is None:
             continue
