@@ -8,8 +8,9 @@ other type (accumulators, biases, the pools' and identity convs' results) is one
 `exact_precision(net)`, that holds every intermediate value of cooptim's arithmetic exactly, so
 hls4ml rounds exactly where cooptim does and nowhere else.
 
-hls4ml has no layer for DPACS's run-time gates or for a HASS threshold on an input that can be
-negative; `unsupported(net)` names those nodes before anything is built.
+DPACS's run-time gates are built from convs, ReLUs and a subtraction (see `qonnx._gate_masks`),
+which hls4ml has. It has no layer for a HASS threshold on an input that can be negative;
+`unsupported(net)` names those nodes before anything is built.
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ def unsupported(net: QuantizedGraph) -> list[str]:
     problems = []
     for node in net.nodes:
         layer = node.layer
-        if layer is not None and layer.gate is not None:
-            problems.append(f"node {node.name!r}: DPACS's run-time gates (hls4ml has no gated convolution)")
         if layer is not None and layer.activation_threshold > 0 and not non_negative(net, node.inputs[0]):
             problems.append(f"node {node.name!r}: a HASS threshold on an input that can be negative "
                             f"(hls4ml's ThresholdedReLU covers inputs after a ReLU)")
@@ -66,8 +65,30 @@ def exact_precision(net: QuantizedGraph) -> str:
             acc_frac = node.layer.acc_frac
             frac = max(frac, int(acc_frac.max()) + 1)
             integer = max(integer, node.layer.acc_bits - int(acc_frac.min()))
+            for gate_frac, largest in _gate_logits(node.layer):
+                frac = max(frac, gate_frac)
+                integer = max(integer, int(largest).bit_length() - gate_frac + 1, gate_frac + 2)
     integer += 2  # the sums of residual adds before they saturate
     return f"fixed<{integer + frac},{integer}>"
+
+
+def _gate_logits(layer) -> list[tuple[int, int]]:
+    """A DPACS layer's gate logits as (frac, bound on |logit| in units of 2**-frac): their step is
+    the input's times the gate weights', and 1 / step is a weight of the model (`_gate_masks`)."""
+    gate, in_format = layer.gate, layer.in_format
+    if gate is None:
+        return []
+    largest_input = 2 ** (in_format.bits - 1)
+    logits = []
+    if gate.spatial_weight is not None:
+        bound = int(np.abs(gate.spatial_weight.astype(np.int64)).sum()) * largest_input + abs(int(gate.spatial_bias))
+        logits.append((in_format.frac + gate.spatial_frac, bound))
+    if gate.channel_weight is not None:
+        h, w, _ = layer.in_shape
+        per_channel = np.abs(gate.channel_weight.astype(np.int64)).max(axis=1)
+        bound = (int(per_channel.sum()) * largest_input + int(np.abs(gate.channel_bias).max())) * h * w
+        logits.append((in_format.frac + gate.channel_frac, max(bound, h * w * largest_input)))
+    return logits
 
 
 def prepared(model: onnx.ModelProto):

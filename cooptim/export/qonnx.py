@@ -21,8 +21,9 @@ the model computes cooptim's integer emulation (`QuantizedGraph.forward`) bit fo
   subsample    a strided 1x1 Conv of identity weights, zero rows for the padded channels
   HASS         an input threshold: ThresholdedRelu(t) on inputs that are never negative (after a
                ReLU), else x * (|x| > t) as Abs, Greater, Cast, Mul
-  DPACS        the gates as Conv / ReduceSum + MatMul, Greater, Cast; the products masked before
-               the bias (cooptim's inactive outputs are the bias alone)
+  DPACS        the gates as convs, their thresholds as relu(l) - relu(l - step) (`_gate_masks`),
+               the products masked (Mul) before the bias (cooptim's inactive outputs are the bias
+               alone)
 
 Rounding. cooptim's `floor` is QONNX's FLOOR and `half_even` its ROUND (NumPy's round, to even).
 cooptim's default `half_up` rounds a half towards +infinity, floor(x + 1/2), which no QONNX
@@ -95,10 +96,6 @@ class _Builder:
             node.input[:] = [name if i == tensor else i for i in node.input]
         return name
 
-    def shape(self, name: str, dims) -> str:
-        """A constant int64 shape (for Reshape and ReduceSum's axes)."""
-        return self.node("Constant", [], name, value=numpy_helper.from_array(np.array(dims, np.int64)))
-
     def half_step(self, out_frac: int) -> float:
         """What a linear operator adds to its bias before a rounding Quant (half_up only)."""
         return 2.0 ** -(out_frac + 1) if self.rounding == "half_up" else 0.0
@@ -154,37 +151,53 @@ def _input_threshold(b: _Builder, x: str, layer: QuantLayer, non_negative: bool)
     return b.node("Mul", [x, keep], f"{layer.name}_thresholded")
 
 
+def _on_step(b: _Builder, logit: str, channels: int, step: float, name: str) -> str:
+    """`step` where the `logit` (a multiple of `step`) is > 0, else 0: relu(logit) - relu(logit -
+    step), a gate's threshold in the operators hls4ml has (it has no Greater)."""
+    shifted = _depthwise(b, logit, f"{name}_minus_step", channels, (1, 1), 1, 0, 1.0, -step)
+    return b.node("Sub", [b.node("Relu", [logit], f"{name}_low"), b.node("Relu", [shifted], f"{name}_high")],
+                  f"{name}_on")
+
+
 def _gate_masks(b: _Builder, x: str, layer: QuantLayer) -> list[str]:
-    """DPACS's integer gates as ONNX: [spatial (1, 1, H', W')], [channel (1, C_out, 1, 1)] 0/1 masks."""
-    gate, masks, zero = layer.gate, [], b.constant(f"{layer.name}_gate_zero", 0.0)
+    """DPACS's integer gates (`quantize.gates_of`) as 0/1 masks of the products' shape (1, C_out,
+    H', W'), in Conv, Relu and Sub only, so that hls4ml takes them too:
+      spatial  the gate's K x K conv (one output channel, the layer's stride and padding) gives the
+               logit; its threshold; a 1 x 1 conv of weights 1 / step spreads it over C_out
+      channel  a depthwise H x W conv sums each input channel; a 1 x 1 conv gives every output
+               channel its group's logit (bias times H W, as cooptim's mean); its threshold; a
+               depthwise H' x W' conv of ones on that 1 x 1 map, padded H' - 1 and W' - 1 on every
+               side, copies it to every output position, scaled by 1 / step."""
+    gate, masks = layer.gate, []
     in_scale = 2.0 ** -layer.in_format.frac
     (pt, pb), (pl, pr) = layer.padding
+    out_h, out_w, c_out = layer.out_shape
     if gate.spatial_weight is not None:
         kh, kw = layer.kernel
+        step = in_scale * 2.0 ** -gate.spatial_frac
         w = gate.spatial_weight.astype(np.float64).reshape(kh, kw, -1).transpose(2, 0, 1)[None]
         logit = b.node("Conv", [x, b.constant(f"{layer.name}_spatial_weight", w * 2.0 ** -gate.spatial_frac),
-                                b.constant(f"{layer.name}_spatial_bias", [gate.spatial_bias * in_scale * 2.0 ** -gate.spatial_frac])],
+                                b.constant(f"{layer.name}_spatial_bias", [gate.spatial_bias * step])],
                        f"{layer.name}_spatial_logit", kernel_shape=[kh, kw], strides=list(layer.stride),
                        pads=[pt, pl, pb, pr], dilations=[1, 1], group=1)
-        masks.append(b.node("Cast", [b.node("Greater", [logit, zero], f"{layer.name}_spatial_on")],
-                            f"{layer.name}_spatial", to=TensorProto.FLOAT))
+        on = _on_step(b, logit, 1, step, f"{layer.name}_spatial")
+        masks.append(b.node("Conv", [on, b.constant(f"{layer.name}_spatial_spread", np.full((c_out, 1, 1, 1), 1 / step))],
+                            f"{layer.name}_spatial", kernel_shape=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0],
+                            dilations=[1, 1], group=1))
     if gate.channel_weight is not None:
-        h, w_ = layer.in_shape[:2]
-        total = b.node("ReduceSum", [x, b.shape(f"{layer.name}_hw_axes", [2, 3])], f"{layer.name}_channel_sum",
-                       keepdims=0)
-        scale = in_scale * 2.0 ** -gate.channel_frac
-        logit = b.node("Add", [b.node("MatMul", [total, b.constant(f"{layer.name}_channel_weight",
-                                                                   gate.channel_weight * 2.0 ** -gate.channel_frac)],
-                                      f"{layer.name}_channel_product"),
-                               b.constant(f"{layer.name}_channel_bias", gate.channel_bias * (h * w_) * scale)],
-                       f"{layer.name}_channel_logit")
-        on = b.node("Cast", [b.node("Greater", [logit, zero], f"{layer.name}_channel_on")], f"{layer.name}_channel_gate",
-                    to=TensorProto.FLOAT)
-        groups = layer.out_shape[-1] // gate.group
-        expand = np.kron(np.eye(groups), np.ones((1, gate.group)))  # (G, C_out): each group's channels
-        wide = b.node("MatMul", [on, b.constant(f"{layer.name}_channel_expand", expand)], f"{layer.name}_channel_wide")
-        masks.append(b.node("Reshape", [wide, b.shape(f"{layer.name}_channel_shape", [1, -1, 1, 1])],
-                            f"{layer.name}_channel"))
+        h, w_, c_in = layer.in_shape
+        step = in_scale * 2.0 ** -gate.channel_frac
+        total = _depthwise(b, x, f"{layer.name}_channel_sum", c_in, (h, w_), 1, 0, 1.0, 0.0)
+        weight = np.repeat(gate.channel_weight.astype(np.float64), gate.group, axis=1)  # (C_in, C_out)
+        logit = b.node("Conv", [total, b.constant(f"{layer.name}_channel_weight",
+                                                  weight.T[:, :, None, None] * 2.0 ** -gate.channel_frac),
+                                b.constant(f"{layer.name}_channel_bias",
+                                           np.repeat(gate.channel_bias, gate.group) * (h * w_) * step)],
+                       f"{layer.name}_channel_logit", kernel_shape=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0],
+                       dilations=[1, 1], group=1)
+        on = _on_step(b, logit, c_out, step, f"{layer.name}_channel")
+        masks.append(_depthwise(b, on, f"{layer.name}_channel", c_out, (out_h, out_w), 1, (out_h - 1, out_w - 1),
+                                1 / step, 0.0))
     return masks
 
 
@@ -194,16 +207,14 @@ def _conv(b: _Builder, x: str, layer: QuantLayer, weight_bits: int, non_negative
     attributes = dict(kernel_shape=list(layer.kernel), strides=list(layer.stride), pads=[pt, pl, pb, pr],
                       dilations=[1, 1], group=layer.groups)
     weight = _weight_quant(b, _conv_weight(layer), layer, weight_bits)
-    bias = b.constant(f"{layer.name}_bias", _rounding_bias(b, layer))
     if layer.gate is None:
-        y = b.node("Conv", [x, weight, bias], layer.name, **attributes)
-    else:
-        y = b.node("Conv", [x, weight], f"{layer.name}_products", **attributes)
-        for mask in _gate_masks(b, x, layer):
-            y = b.node("Mul", [y, mask], f"{mask}_applied")
-        bias_map = b.node("Reshape", [bias, b.shape(f"{layer.name}_bias_shape", [1, -1, 1, 1])], f"{layer.name}_bias_map")
-        y = b.node("Add", [y, bias_map], layer.name)
-    return y
+        return b.node("Conv", [x, weight, b.constant(f"{layer.name}_bias", _rounding_bias(b, layer))], layer.name,
+                      **attributes)
+    y = b.node("Conv", [x, weight], f"{layer.name}_products", **attributes)
+    for mask in _gate_masks(b, x, layer):
+        y = b.node("Mul", [y, mask], f"{mask}_applied")
+    # the bias after the masks (cooptim's inactive outputs are the bias alone), as a depthwise conv
+    return _depthwise(b, y, layer.name, layer.out_shape[2], (1, 1), 1, 0, 1.0, _rounding_bias(b, layer))
 
 
 def _dense(b: _Builder, x: str, layer: QuantLayer, source_shape: tuple, weight_bits: int,
@@ -219,13 +230,15 @@ def _dense(b: _Builder, x: str, layer: QuantLayer, source_shape: tuple, weight_b
     return b.node("Add", [product, b.constant(f"{layer.name}_bias", _rounding_bias(b, layer))], layer.name)
 
 
-def _depthwise(b: _Builder, x: str, name: str, channels: int, kernel: tuple[int, int], stride: int, padding: int,
-               tap: float, bias: float) -> str:
-    """A depthwise conv of equal weights `tap` and a constant bias (pools and requantizations)."""
+def _depthwise(b: _Builder, x: str, name: str, channels: int, kernel: tuple[int, int], stride: int,
+               padding: int | tuple[int, int], tap: float, bias) -> str:
+    """A depthwise conv of equal weights `tap` and a bias (a constant or one per channel): pools,
+    requantizations, sums and copies; `padding` on every side (rows, columns)."""
     kh, kw = kernel
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
     return b.node("Conv", [x, b.constant(f"{name}_weight", np.full((channels, 1, kh, kw), tap)),
-                           b.constant(f"{name}_bias", np.full(channels, bias))],
-                  name, kernel_shape=[kh, kw], strides=[stride, stride], pads=[padding] * 4, dilations=[1, 1],
+                           b.constant(f"{name}_bias", np.broadcast_to(bias, (channels,)))],
+                  name, kernel_shape=[kh, kw], strides=[stride, stride], pads=[ph, pw, ph, pw], dilations=[1, 1],
                   group=channels)
 
 

@@ -27,7 +27,8 @@ times its int8 weights plus bias x H x W is > 0 (the float model's mean, scaled 
 
 from cooptim.quantize.graph import (QuantizedGraph, QuantNode, accumulator_bits_needed, calibrate_graph,
                                     check_accumulators)
-from cooptim.quantize.network import PATTERNS, Gate, QuantizationError, QuantLayer, gates_of, layer_forward
+from cooptim.quantize.network import (PATTERNS, Gate, QuantizationError, QuantLayer, gates_of, im2col,
+                                      layer_forward)
 
 __all__ = ["PATTERNS", "Gate", "QuantLayer", "QuantNode", "QuantizationError", "QuantizedGraph",
-           "accumulator_bits_needed", "calibrate_graph", "check_accumulators", "gates_of", "layer_forward"]
+           "accumulator_bits_needed", "calibrate_graph", "check_accumulators", "gates_of", "im2col", "layer_forward"]

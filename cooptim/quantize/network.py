@@ -76,7 +76,7 @@ class QuantLayer:
 # ------------------------------------------------------------------------------ integer layers
 
 
-def _im2col(layer: QuantLayer, x: np.ndarray) -> np.ndarray:
+def im2col(layer: QuantLayer, x: np.ndarray) -> np.ndarray:
     """(B, P, K) int8 rows of the layer's input, in the weight's row order."""
     b = x.shape[0]
     if layer.kind == "dense":
@@ -146,7 +146,7 @@ def _products(layer: QuantLayer, x: np.ndarray, cols: np.ndarray, acc_bits) -> n
 def layer_forward(layer: QuantLayer, x: np.ndarray, *, exact: bool = False) -> tuple[np.ndarray, dict]:
     """One layer in integers: int8 input -> its output after the fused ReLU and requantization
     (int8, or int32 for the last layer)."""
-    cols = _im2col(layer, x)
+    cols = im2col(layer, x)
     if layer.activation_threshold > 0:
         cols = np.where(np.abs(cols.astype(np.int32)) > layer.activation_threshold, cols, 0).astype(np.int8)
     acc = _products(layer, x, cols, None if exact else layer.acc_bits).astype(np.int64) + layer.bias

@@ -18,7 +18,6 @@ from cooptim import folders
 from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
-from cooptim.quantize import network as quantized_network
 from cooptim.data import load as load_data
 from cooptim.hardware import hardware_report
 
@@ -108,7 +107,7 @@ def test_cpp_reference_is_bit_exact_with_the_emulation(method, digits, tmp_path)
     if method == "dynamic":  # the gates skip some outputs and keep others
         node = net.node("conv2")
         x = net.forward(inputs[1:])[1][node.inputs[0]]["output"]  # conv2's input for the test images
-        spatial, channel = q.gates_of(node.layer, x, quantized_network._im2col(node.layer, x))
+        spatial, channel = q.gates_of(node.layer, x, q.im2col(node.layer, x))
         assert 0 < spatial.mean() < 1 and 0 < channel.mean() < 1
     _check_with_gpp(net, out)
 

@@ -95,20 +95,31 @@ def test_the_quant_nodes_carry_cooptims_formats_and_pruned_weights_are_zeros():
 
 
 @needs_hls4ml
-@pytest.mark.parametrize("case", ["digits_static", "digits_hass", "resnet8_half_even"])
+@pytest.mark.parametrize("case", ["digits_static", "digits_hass", "digits_dpacs", "resnet8_half_even"])
 def test_hls4ml_c_simulation_is_cooptims_integer_emulation(case, tmp_path):
     cfg, net, inputs, trace = quantized(*CASES[case])
     assert hls4ml_bridge.unsupported(net) == []
     assert_bit_exact(handover.check_hls4ml(handover_folder(tmp_path, cfg, net, inputs, trace), optimize=False))
 
 
+def test_the_dpacs_vectors_switch_every_gate_both_ways():
+    """So that the bit-exact checks of the DPACS case test the gates' thresholds, not a constant."""
+    _, net, _, trace = quantized(*CASES["digits_dpacs"])
+    for name in DIGITS["dpacs"]:
+        layer, x = net.node(name).layer, trace[net.node(name).inputs[0]]["output"]
+        spatial, channel = q.gates_of(layer, x, q.im2col(layer, x))
+        assert 0 < spatial.mean() < 1 and 0 < channel.mean() < 1, name
+
+
 def test_what_hls4ml_cannot_take_is_named_before_anything_is_built(tmp_path):
-    cfg, net, inputs, trace = quantized(*CASES["digits_dpacs"])
+    # HASS's threshold on the image, which can be negative: hls4ml's ThresholdedReLU is x > t only
+    cfg, net, inputs, trace = quantized("digits_cnn", 8, {"conv1": PATTERNS["unstructured"]}, (8, 8, 1))
+    assert net.node("conv1").layer.activation_threshold > 0
     problems = hls4ml_bridge.unsupported(net)
-    assert [p.split(":")[0] for p in problems] == ["node 'conv2'", "node 'conv3'"]
+    assert [p.split(":")[0] for p in problems] == ["node 'conv1'"]
     folder = handover_folder(tmp_path, cfg, net, inputs, trace)
     if hls4ml_bridge.available():
-        with pytest.raises(ex.ExportError, match="hls4ml cannot take this network: node 'conv2': DPACS"):
+        with pytest.raises(ex.ExportError, match="hls4ml cannot take this network: node 'conv1': a HASS threshold"):
             handover.check_hls4ml(folder)
     assert not (folder / "hls4ml").exists()
 

@@ -9,6 +9,7 @@ from cooptim import config, nn
 from cooptim import quantize as q
 from cooptim.quantize.graph import GLOBAL_POOL_SHIFT, QuantNode, calibrate_graph, node_forward
 from kernels import fixed_point as fp
+from kernels import nm
 
 RNG = np.random.default_rng(0)  # for the by-hand tests; the network tests seed their own
 
@@ -114,10 +115,7 @@ def test_max_pool_with_padding_and_subsample_by_hand():
 def test_the_emulations_im2col_rows_are_the_kernels(kernel, stride, padding):
     """The integer layers cut their input into rows in NumPy; the rows must be kernels.nm.im2col's
     (the order the weights are laid out in), for strides and asymmetric padding too."""
-    from cooptim.quantize.network import _im2col
-    from kernels import nm
-
     x = RNG.integers(-128, 128, size=(2, 9, 11, 5), dtype=np.int8)
     layer = type("Layer", (), {"kind": "conv", "kernel": kernel, "stride": stride, "padding": padding})()
     expected, (b, ho, wo) = nm.im2col(x, kernel, stride, padding)
-    np.testing.assert_array_equal(_im2col(layer, x), np.asarray(expected).reshape(b, ho * wo, -1))
+    np.testing.assert_array_equal(q.im2col(layer, x), np.asarray(expected).reshape(b, ho * wo, -1))
