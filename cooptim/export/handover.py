@@ -93,9 +93,9 @@ def check_qonnx(folder: str | Path) -> dict:
     return _compare(got, expected, vectors, "qonnx execution")
 
 
-def check_hls4ml(folder: str | Path, *, optimize: bool = True) -> dict:
+def check_hls4ml(folder: str | Path, *, optimize: bool = False) -> dict:
     """hls4ml's C simulation of model.onnx (project in FOLDER/hls4ml) against cooptim's outputs
-    (optimize=False: built with -O0, see `hls4ml_bridge.c_simulation`)."""
+    (built with -O0 unless `optimize`, see `hls4ml_bridge.c_simulation`)."""
     model, vectors, inputs, expected = _read(folder)
     spec = vectors["hls4ml"]
     hls_model = hls4ml_bridge.convert(model, Path(folder) / "hls4ml", spec["precision"], spec["unsupported"])

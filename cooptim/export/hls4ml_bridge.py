@@ -113,10 +113,11 @@ def convert(model: onnx.ModelProto, output_dir: str | Path, precision: str, prob
                                                          backend="Vitis", hls_config=config)
 
 
-def c_simulation(hls_model, inputs_nchw: np.ndarray, *, optimize: bool = True) -> np.ndarray:
+def c_simulation(hls_model, inputs_nchw: np.ndarray, *, optimize: bool = False) -> np.ndarray:
     """hls4ml's compiled C simulation (g++ only) on the QONNX model's NCHW float inputs; the
-    outputs as floats, one row per input. optimize=False compiles with -O0 rather than hls4ml's
-    -O3 (3x faster to build, the same arithmetic: ap_fixed's results do not depend on it)."""
+    outputs as floats, one row per input. It is built with -O0 unless `optimize` (hls4ml's own
+    -O3): the same arithmetic (ap_fixed's results do not depend on it), 3x faster to build on the
+    static digits CNN, and g++ -O3 ran over 15 minutes on the DPACS one's gates."""
     console = io.StringIO()
     with contextlib.redirect_stdout(console):
         try:

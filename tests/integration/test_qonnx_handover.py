@@ -99,7 +99,7 @@ def test_the_quant_nodes_carry_cooptims_formats_and_pruned_weights_are_zeros():
 def test_hls4ml_c_simulation_is_cooptims_integer_emulation(case, tmp_path):
     cfg, net, inputs, trace = quantized(*CASES[case])
     assert hls4ml_bridge.unsupported(net) == []
-    assert_bit_exact(handover.check_hls4ml(handover_folder(tmp_path, cfg, net, inputs, trace), optimize=False))
+    assert_bit_exact(handover.check_hls4ml(handover_folder(tmp_path, cfg, net, inputs, trace)))
 
 
 def test_the_dpacs_vectors_switch_every_gate_both_ways():
