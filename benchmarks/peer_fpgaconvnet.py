@@ -64,6 +64,26 @@ CONVS = [
     ("vgg16.conv5_1", 14, 14, 512, 512, 3, 1, 1, 1),
 ]
 DENSES = [("resnet18.fc", 512, 1000), ("mobilenetv2.fc", 1280, 1000), ("vgg16.fc7", 4096, 4096)]
+# Added to the fixture later, sampled with their own seed so that the records above stay as they
+# were: depthwise convs, 1 x 1 and strided convs with the largest coarse products, and pooling
+# with padding. coarse_group stays 1: this wheel's hls conv ignores it in its rate (its cycles are
+# the same for every coarse_group) and counts one bias DSP per coarse_out lane only.
+MORE_CONVS = [
+    ("mobilenetv2.block2.depthwise", 112, 112, 96, 96, 3, 2, 1, 96),
+    ("mobilenetv2.block5.depthwise", 14, 14, 576, 576, 3, 1, 1, 576),
+    ("mobilenetv2.block6.depthwise", 14, 14, 960, 960, 3, 2, 1, 960),
+    ("resnet18.layer3.0.downsample", 28, 28, 128, 256, 1, 2, 0, 1),
+    ("resnet18.layer4.conv.widest", 7, 7, 512, 512, 3, 1, 1, 1),
+    ("mobilenetv2.block4.expand", 14, 14, 64, 384, 1, 1, 0, 1),
+    ("resnet50.layer1.conv2", 56, 56, 64, 64, 3, 1, 1, 1),
+    ("vgg16.conv3_1", 56, 56, 128, 256, 3, 1, 1, 1),
+]
+POOLS = [  # (name, H, W, C, K, stride, pad)
+    ("resnet18.maxpool", 112, 112, 64, 3, 2, 1),
+    ("vgg16.pool1", 224, 224, 64, 2, 2, 0),
+    ("vgg16.pool4", 28, 28, 512, 2, 2, 0),
+    ("padded.pool", 15, 15, 32, 3, 1, 1),
+]
 
 
 def factors(n):
@@ -98,11 +118,49 @@ def main(out_path, per_layer=12, seed=0):
             records.append({"layer": {"type": "dense", "name": name, "in_features": cin, "out_features": cout},
                             "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": 1, "fine": 1},
                             "peer": peer})
+    more, seconds = _more_records(per_layer, seed + 1)
+    records += more
+    t_peer += seconds
     meta = {"peer": "fpgaconvnet-model 0.1.4.2 (hls backend), 16-bit data/weights",
             "seconds_per_layer_evaluation": t_peer / len(records), "records": len(records)}
     with open(out_path, "w") as fh:
         json.dump({"meta": meta, "records": records}, fh, indent=1)
     print(f"wrote {len(records)} records to {out_path}; peer: {1e3 * meta['seconds_per_layer_evaluation']:.2f} ms per layer")
+
+
+def _more_records(per_layer, seed):
+    """MORE_CONVS (every folding kind, the largest coarse products among them) and POOLS."""
+    from fpgaconvnet.models.layers.hls.ConvolutionLayer import ConvolutionLayer
+    from fpgaconvnet.models.layers import PoolingLayer
+
+    rng = random.Random(seed)
+    records, t_peer = [], 0.0
+    for name, h, w, c, f, k, s, p, g in MORE_CONVS:
+        options = [(ci, co, cg, fi) for ci in factors(c // g) for co in factors(f // g) for cg in [1]
+                   for fi in factors(k * k)]
+        largest = max(options, key=lambda o: (o[0] * o[1] * o[2], o[3]))
+        for ci, co, cg, fi in [(1, 1, 1, 1), largest] + rng.sample(options, min(per_layer - 2, len(options))):
+            t0 = time.perf_counter()
+            layer = ConvolutionLayer(filters=f, rows=h, cols=w, channels=c, coarse_in=ci, coarse_out=co,
+                                     coarse_group=cg, kernel_size=k, stride=s, pad=p, groups=g, fine=fi)
+            peer = {"cycles": layer.latency(), **layer.resource()}
+            t_peer += time.perf_counter() - t0
+            records.append({"layer": {"type": "conv", "name": name, "in_shape": [h, w, c], "out_channels": f,
+                                      "kernel": k, "stride": s, "padding": p, "groups": g},
+                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": cg, "fine": fi},
+                            "peer": peer})
+    for name, h, w, c, k, s, p in POOLS:
+        for coarse in [1, c] + rng.sample(factors(c)[1:-1], min(per_layer - 2, len(factors(c)) - 2)):
+            t0 = time.perf_counter()
+            layer = PoolingLayer(rows=h, cols=w, channels=c, coarse=coarse, pool_type="max", kernel_size=k,
+                                 stride=s, pad=p)
+            peer = {"cycles": layer.latency(), **layer.resource()}
+            t_peer += time.perf_counter() - t0
+            records.append({"layer": {"type": "pool", "name": name, "in_shape": [h, w, c], "kernel": k,
+                                      "stride": s, "padding": p},
+                            "folding": {"coarse_in": coarse, "coarse_out": 1, "coarse_group": 1, "fine": 1},
+                            "peer": peer})
+    return records, t_peer
 
 
 RESNET18 = [  # (H, W, C_in, C_out, K, stride, pad): the 20 convs of ResNet-18 at 224 x 224

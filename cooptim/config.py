@@ -132,6 +132,11 @@ class HardwareConfig:
     `streamed` (also streams weights from off-chip where they do not fit, their bandwidth in the
     interval), the last two as fpgaConvNet's optimiser does. Co-optimization's relaxed cost (the
     training loss) keeps the pooled model; its DSE re-solves use `memory`.
+
+    `ram` is how on-chip memories become BRAM18 blocks (`cost_models.ResourceParams.ram`):
+    `lutram` (arrays of at most 1,024 bits in LUTRAM, UG573's aspect ratios) or `hls`
+    (fpgaconvnet-model's hls backend: every memory in BRAM, its window, accumulator and bias
+    memories too; equal to the peer's BRAM on every layer of its fixture).
     """
 
     device: StrictStr = "zcu102"
@@ -147,6 +152,7 @@ class HardwareConfig:
     rounding: Literal["half_up", "half_even", "floor"] = "half_up"
     calibration_samples: PositiveInt = 512
     memory: Literal["pooled", "on_chip", "streamed"] = "pooled"
+    ram: Literal["lutram", "hls"] = "lutram"
     resource_budget: Annotated[float, Field(gt=0.0, le=1.0, strict=True)] = 1.0
 
 

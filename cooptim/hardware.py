@@ -34,8 +34,14 @@ def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = Fals
 
 def design(net: cm.Network, density: cm.Density, hw: HardwareConfig, device: cm.Device) -> cm.dse.DSEResult:
     """The dataflow design of the DSE for `net`: greedy folding within `hardware.resource_budget`
-    of the device, weights placed by `hardware.memory`."""
-    return cm.dse.greedy(net, density, device, memory=hw.memory, limit=hw.resource_budget)
+    of the device, weights placed by `hardware.memory`, memories counted by `hardware.ram`."""
+    return cm.dse.greedy(net, density, device, memory=hw.memory, limit=hw.resource_budget,
+                         resources=resource_params(hw))
+
+
+def resource_params(hw: HardwareConfig) -> cm.ResourceParams:
+    """The cost model's resource constants with `hardware.ram`'s memory model."""
+    return cm.ResourceParams(ram=hw.ram)
 
 
 def memory_plan(net: cm.Network, result: cm.dse.DSEResult) -> dict:

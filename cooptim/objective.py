@@ -27,7 +27,7 @@ import numpy as np
 import cost_models as cm
 from cooptim import nn
 from cooptim.config import Config, HardwareConfig, ObjectiveConfig
-from cooptim.hardware import densities_of, design, device_of, network_of
+from cooptim.hardware import densities_of, design, device_of, network_of, resource_params
 
 
 def lambda_at(cfg: ObjectiveConfig, progress: float) -> float:
@@ -108,7 +108,8 @@ class HardwareObjective:
 
     def terms(self, density: cm.Density, folding: cm.Folding, lam, temperature) -> dict:
         """The hardware terms of the loss at `density` with integer `folding` (scalars)."""
-        cost = cm.dataflow.evaluate(self.net, folding, density, self.device, temperature=temperature)
+        cost = cm.dataflow.evaluate(self.net, folding, density, self.device, temperature=temperature,
+                                    resources=resource_params(self.hardware))
         kind = self.cfg.cost
         objective = {"throughput": -jnp.log(cost.throughput), "latency": jnp.log(cost.latency),
                      "energy": jnp.log(cost.energy_j)}[kind]

@@ -62,11 +62,14 @@ class ResourceParams:
     LUT and FF of a compute engine: a linear model in its multipliers (ci*co*cg*fine), input
     streams (ci*cg: sliding-window and line-buffer logic), output streams (co*cg) and stream pairs
     (ci*co: the fork/accumulate crossbar). The defaults are our non-negative least-squares fit, by
-    relative error, to fpgaconvnet-model 0.1.4.2's predictions for 288 ResNet-18 / MobileNetV2 /
-    VGG-16 layers x foldings (tests/fixtures/fpgaconvnet_peer.json); median relative error about
-    25% (fpgaConvNet fits per-module regressions to synthesis results instead). Pool / activation
-    / add engines use `lut_per_simple_stream` / `ff_per_simple_stream`. BRAM18 aspect ratios
-    (width -> depth) are Xilinx's (UG573).
+    relative error, to fpgaconvnet-model 0.1.4.2's predictions for the first 288 records of
+    tests/fixtures/fpgaconvnet_peer.json (ResNet-18 / MobileNetV2 / VGG-16 layers x foldings);
+    median relative error 22% (LUT) and 23% (FF) on all its 393 (fpgaConvNet fits per-module
+    regressions to synthesis results instead). A pooling engine:
+    per stream, a constant plus one per window tap, the line through the peer's figures for its
+    2 x 2 and 3 x 3 max pools (its pool logic grows linearly with the window; exact on both).
+    Activation / add / split engines use `lut_per_simple_stream` / `ff_per_simple_stream`.
+    BRAM18 aspect ratios (width -> depth) are Xilinx's (UG573).
     """
 
     lut_per_multiplier: float = 58.4
@@ -74,17 +77,37 @@ class ResourceParams:
     lut_per_output_stream: float = 209.9
     lut_per_stream_pair: float = 1537.6
     lut_per_simple_stream: float = 200.0
+    lut_per_pool_stream: float = 355.8
+    lut_per_pool_tap: float = 136.8
     ff_per_multiplier: float = 57.4
     ff_per_input_stream: float = 6612.7
     ff_per_output_stream: float = 194.2
     ff_per_stream_pair: float = 1972.4
     ff_per_simple_stream: float = 300.0
+    ff_per_pool_stream: float = 589.8
+    ff_per_pool_tap: float = 179.2
+    # How on-chip memories become BRAM18 blocks (`RAM_MODELS`):
+    #   "lutram": UG573's aspect ratios (`bram_configs`), arrays of at most `lutram_bits` bits in
+    #     LUTRAM; weights, line buffers and skip FIFOs (our model);
+    #   "hls": fpgaconvnet-model's hls backend: every memory in BRAM however small, 1,000-deep
+    #     configurations (`hls_bram_configs`), FIFOs sized by depth, and also the sliding window's
+    #     window buffers, the accumulation buffers and the bias memories (`_hls_bram18`).
+    ram: str = "lutram"
     lutram_bits: int = 1024  # arrays this small go to LUTRAM, not BRAM (fpgaConvNet's rule)
     bram_configs: tuple = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
+    # fpgaconvnet-model 0.1.4.2, tools/resource_model.py: (width, depth) as its hls backend counts them
+    hls_bram_configs: tuple = ((1, 16000), (2, 8000), (4, 4000), (9, 2000), (18, 1000), (36, 512))
     # URAM288 (UG573): natively 72 x 4096; cascaded as fpgaConvNet's extended configurations
     # (fpgaconvnet-model, tools/resource_analytical_model.py, URAM_EXT_CONF_WIDTH)
     uram_configs: tuple = ((1, 262144), (2, 131072), (4, 65536), (9, 32768), (18, 16384), (36, 8192),
                            (72, 4096))
+
+    def __post_init__(self):
+        if self.ram not in RAM_MODELS:
+            raise CostModelError(f"ResourceParams.ram is {self.ram!r}: expected one of {', '.join(RAM_MODELS)}")
+
+
+RAM_MODELS = ("lutram", "hls")
 
 
 @jax.tree_util.register_static
@@ -249,7 +272,7 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     for node in net.graph.nodes:
         layer = node.layer
         r = dict(kind=ELEMENTWISE, c_in=1, c_out=1, groups=1, kh=1, kw=1, ho_wo=1, positions=1, in_words=1,
-                 in_pad_words=1, out_words=1, wp=1, macs=0, params=0, ports=1)
+                 in_pad_words=1, out_words=1, wp=1, w_touched=1, macs=0, params=0, ports=1)
         if isinstance(layer, Conv2D):
             (h, w, c), (ho, wo, f) = layer.in_shape, layer.out_shape
             (pt, pb), (pl, pr) = layer.padding
@@ -262,7 +285,7 @@ def tables(net: Network) -> dict[str, np.ndarray]:
                      # the input stream is read whole, plus the padding the windows touch
                      in_pad_words=max(((ho - 1) * sh + kh) * ((wo - 1) * sw + kw), h * w) * c,
                      out_words=ho * wo * f,
-                     wp=w + pl + pr, macs=layer.macs, params=layer.params)
+                     wp=w + pl + pr, w_touched=(wo - 1) * sw + kw, macs=layer.macs, params=layer.params)
         elif isinstance(layer, Dense):
             r.update(kind=DENSE_LAYER, c_in=layer.in_features, c_out=layer.out_features,
                      in_words=layer.in_features, in_pad_words=layer.in_features,
@@ -270,9 +293,11 @@ def tables(net: Network) -> dict[str, np.ndarray]:
         elif isinstance(layer, Pool):
             (h, w, c), (ho, wo, _) = layer.in_shape, layer.out_shape
             (pt, pb), (pl, pr) = layer.padding
-            r.update(kind=POOL, c_in=c, c_out=c, kh=layer.kernel[0], kw=layer.kernel[1],
-                     ho_wo=ho * wo, in_words=h * w * c, in_pad_words=(h + pt + pb) * (w + pl + pr) * c,
-                     out_words=ho * wo * c, wp=w + pl + pr)
+            (sh, sw), (kh, kw) = layer.stride, layer.kernel
+            r.update(kind=POOL, c_in=c, c_out=c, kh=kh, kw=kw, ho_wo=ho * wo, in_words=h * w * c,
+                     # as a conv's: the input read whole plus the padding the windows touch
+                     in_pad_words=max(((ho - 1) * sh + kh) * ((wo - 1) * sw + kw), h * w) * c,
+                     out_words=ho * wo * c, wp=w + pl + pr, w_touched=(wo - 1) * sw + kw)
         elif isinstance(layer, (GlobalPool, Elementwise, Split, Subsample)):
             # (H, W, C) maps, or (features,) vectors after a dense layer (VGG's classifier ReLUs)
             c, co = layer.in_shape[-1], layer.out_shape[-1]
@@ -333,6 +358,68 @@ def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp, configs=N
             blocks.append(xp.maximum(bw, 1.0) * xp.maximum(bd, 1.0))
     best = xp.min(xp.stack(blocks), axis=0)
     return xp.where(width * depth <= params.lutram_bits, 0.0, best)
+
+
+def _hls_ram_bram18(width, depth, configs, temperature, xp=jnp):
+    """BRAM18 blocks of a RAM as fpgaconvnet-model's hls backend counts them
+    (tools/resource_model.py, bram_memory_resource_model): the narrowest configuration at least
+    `width` bits wide, ceil(depth / its depth) blocks of it, at least one however small (no
+    LUTRAM), the depth truncated to whole words. Wider than the widest configuration: that
+    many columns side by side (our extension: the peer accepts at most 36 bits)."""
+    width, depth = width + xp.zeros_like(depth), xp.asarray(depth)
+    config_depth = xp.select([width <= w for w, _ in configs], [float(d) for _, d in configs], float(configs[-1][1]))
+    columns = xp.maximum(xp.ceil(width / configs[-1][0] - 1e-9), 1.0)
+    if temperature is None:
+        words = xp.floor(depth + 1e-9)
+        return columns * xp.ceil(words / config_depth - 1e-9)
+    return xp.where(depth > 0, columns * xp.maximum(depth / config_depth, 1.0), 0.0)
+
+
+def _hls_fifo_bram18(width, depth, configs, temperature, xp=jnp):
+    """BRAM18 blocks of a FIFO as fpgaconvnet-model's hls backend counts them
+    (tools/resource_model.py, bram_stream_resource_model, after a Xilinx forum post on HLS FIFOs):
+    the shallowest configuration at least `depth` deep (the deepest one for deeper FIFOs, as the
+    peer does), ceil(width / its width) blocks of it."""
+    width, depth = width + xp.zeros_like(depth), xp.asarray(depth)
+    by_depth = sorted(configs, key=lambda c: c[1])
+    config_width = xp.select([depth <= d for _, d in by_depth], [float(w) for w, _ in by_depth],
+                             float(by_depth[-1][0]))
+    blocks = xp.ceil(width / config_width - 1e-9) if temperature is None else xp.maximum(width / config_width, 1.0)
+    return xp.where(depth > 0, blocks, 0.0)
+
+
+def _hls_bram18(t: dict, ci, co, cg, fine, weights_per_bank, weight_bits, streams_in, pr: Precision,
+                resources: ResourceParams, temperature, xp):
+    """Each engine's BRAM18 as fpgaconvnet-model 0.1.4.2's hls backend counts it
+    (models/layers/hls/ConvolutionLayer.py and InnerProductLayer.py `resource`, modules/
+    SlidingWindow.py and Accum.py `rsc`), with our widths: (weights, everything) per row."""
+    configs = resources.hls_bram_configs
+    kind = t["kind"]
+    is_conv, is_dense, is_pool = kind == CONV, kind == DENSE_LAYER, kind == POOL
+    compute = is_conv | is_dense
+    banks = xp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 1.0)
+    weights = xp.where(compute & (t["params"] > 0),
+                       banks * _hls_ram_bram18(weight_bits, weights_per_bank, configs, temperature, xp), 0.0)
+    # the sliding window, one per input stream: K_h - 1 line buffers of a row's words (+1) and
+    # K_h (K_w - 1) window buffers of the channels (+1); none for a 1 x 1 conv. The row is the
+    # columns the windows touch: the peer drops the right padding that no window reads.
+    channels = t["c_in"] / streams_in
+    line = (t["kh"] - 1) * _hls_fifo_bram18(pr.data_bits, t["w_touched"] * channels + 1, configs, temperature, xp)
+    window = t["kh"] * (t["kw"] - 1) * _hls_fifo_bram18(pr.data_bits, channels + 1, configs, temperature, xp)
+    has_window = (is_conv | is_pool) & (t["k2"] > 1)
+    sliding = xp.where(has_window, streams_in * (line + window), 0.0)
+    # accumulation buffers: a filter's partial sums per output stream, unless each stream sums one channel
+    accum_streams = xp.where(is_conv, co * cg, co)
+    accum_depth = xp.where(is_conv, t["c_out"] / (co * t["groups"]), t["c_out"] / co)
+    accumulates = compute & (xp.where(is_conv, t["c_in"] / (ci * cg), t["c_in"] / ci) > 1 + 1e-9)
+    accum = xp.where(accumulates, accum_streams * _hls_ram_bram18(pr.acc_bits, accum_depth, configs, temperature, xp),
+                     0.0)
+    # the biases, one memory per output stream
+    bias = xp.where(compute, co * _hls_ram_bram18(pr.acc_bits, t["c_out"] / co, configs, temperature, xp), 0.0)
+    # a merge's skip FIFO (our model; the peer counts none), one memory per lane
+    skip = xp.where(t["skip_words"] > 0,
+                    ci * _hls_ram_bram18(pr.data_bits, t["skip_words"] / ci, configs, temperature, xp), 0.0)
+    return weights, weights + sliding + accum + bias + skip
 
 
 class LayerCost(NamedTuple):
@@ -422,7 +509,6 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     # block per memory and per block column (models/layers/utils.py, stream_buffer)
     row_bram = banks * xp.ceil(weight_bits / resources.bram_configs[-1][0] - 1e-9)
     row_uram = banks * xp.ceil(weight_bits / resources.uram_configs[-1][0] - 1e-9)
-    has_weights = (t["params"] > 0) & (weight_bram > 0)
     has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
     line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
                         t["c_in"] / streams_in * t["wp"], resources, temperature, xp)
@@ -431,20 +517,25 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature, xp)
     bram = (weight_bram + xp.where(has_window, line_bram, 0.0)
             + xp.where(t["skip_words"] > 0, skip_bram, 0.0))
+    if resources.ram == "hls":
+        weight_bram, bram = _hls_bram18(t, ci, co, cg, fine, t["params"] * stored / banks, weight_bits,
+                                        streams_in, pr, resources, temperature, xp)
+    has_weights = (t["params"] > 0) & (weight_bram > 0)
     is_compute = is_conv | is_dense
     width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width
 
-    def logic(per_mult, per_in, per_out, per_pair, per_simple):
+    def logic(per_mult, per_in, per_out, per_pair, per_simple, per_pool, per_tap):
         compute_logic = (per_mult * multipliers + per_in * streams_in * width
                          + per_out * streams_out * width + per_pair * ci * co * cg * width)
-        return xp.where(is_compute, compute_logic, per_simple * streams_in * width * t["ports"])
+        return xp.select([is_compute, kind == POOL],
+                         [compute_logic, (per_pool + per_tap * t["k2"]) * streams_in * width],
+                         per_simple * streams_in * width * t["ports"])
 
-    lut = logic(resources.lut_per_multiplier, resources.lut_per_input_stream,
-                resources.lut_per_output_stream, resources.lut_per_stream_pair,
-                resources.lut_per_simple_stream)
-    ff = logic(resources.ff_per_multiplier, resources.ff_per_input_stream,
-               resources.ff_per_output_stream, resources.ff_per_stream_pair,
-               resources.ff_per_simple_stream)
+    r = resources
+    lut = logic(r.lut_per_multiplier, r.lut_per_input_stream, r.lut_per_output_stream, r.lut_per_stream_pair,
+                r.lut_per_simple_stream, r.lut_per_pool_stream, r.lut_per_pool_tap)
+    ff = logic(r.ff_per_multiplier, r.ff_per_input_stream, r.ff_per_output_stream, r.ff_per_stream_pair,
+               r.ff_per_simple_stream, r.ff_per_pool_stream, r.ff_per_pool_tap)
     macs_factor = xp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
                             [d_w, d_w * d_a, d_w * d_a], 1.0)
     return LayerCost(cycles, dsp, bram, lut, ff, macs_factor, weight_bram, weight_uram,

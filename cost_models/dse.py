@@ -79,6 +79,7 @@ class OptionTable:
     capacity: np.ndarray  # (4,) the device's (BRAM18 counts URAM as 16 BRAM18, as `df.evaluate`)
     io_cycles: float  # the off-chip input/output stream's cycles per image
     weights: np.ndarray  # (R, 5) the weight memories: BRAM18, URAM, buffer BRAM18, buffer URAM, bits
+    params: df.ResourceParams = df.ResourceParams()  # the resource model it was costed with
 
     def row(self, layer: int, positions) -> int:
         i, j, k, m = positions
@@ -86,8 +87,9 @@ class OptionTable:
         return int(self.start[layer] + ((i * n_co + j) * n_cg + k) * n_fine + m)
 
 
-def option_table(net: df.Network, density: df.Density, device: Device) -> OptionTable:
-    """The `OptionTable` of `net` with `density` on `device`."""
+def option_table(net: df.Network, density: df.Density, device: Device,
+                 resources: df.ResourceParams = df.ResourceParams()) -> OptionTable:
+    """The `OptionTable` of `net` with `density` on `device`, costed with `resources`."""
     options = factor_options(net)
     per_layer = [np.array(list(itertools.product(*(o[f] for f in df.Folding._fields))), np.int32).reshape(-1, 4)
                  for o in options]
@@ -98,13 +100,14 @@ def option_table(net: df.Network, density: df.Density, device: Device) -> Option
     t = df.tables(net)
     rows = {k: (v[layer] if np.ndim(v) == 1 else v) for k, v in t.items()}
     weight, activation = (np.asarray(x, np.float64)[layer] for x in density)
-    cost = df.layer_costs(rows, df.Folding(*folding.T), weight, activation, net.precision, xp=np)
-    resources = np.stack([cost.dsp, cost.bram18, cost.lut, cost.ff], axis=1)
+    cost = df.layer_costs(rows, df.Folding(*folding.T), weight, activation, net.precision, resources=resources,
+                          xp=np)
+    used = np.stack([cost.dsp, cost.bram18, cost.lut, cost.ff], axis=1)
     capacity = np.array([device.dsp, device.bram18 + 16 * device.uram, device.lut, device.ff], np.float64)
     weights = np.stack([cost.weight_bram18, cost.weight_uram, cost.weight_row_bram18, cost.weight_row_uram,
                         np.broadcast_to(cost.weight_bits, cost.cycles.shape)], axis=1)
-    return OptionTable(tuple(options), sizes, start, folding, cost.cycles, resources, capacity,
-                       float(df.io_cycles(net, device)), weights)
+    return OptionTable(tuple(options), sizes, start, folding, cost.cycles, used, capacity,
+                       float(df.io_cycles(net, device)), weights, resources)
 
 
 MEMORY = ("pooled", "on_chip", "streamed")
@@ -210,21 +213,23 @@ def _next_steps(table: OptionTable, positions: np.ndarray, layer: int) -> list[n
 
 
 def greedy(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
-           max_steps: int = 10_000, memory: str = "pooled") -> DSEResult:
+           max_steps: int = 10_000, memory: str = "pooled",
+           resources: df.ResourceParams = df.ResourceParams()) -> DSEResult:
     """fpgaConvNet-style greedy folding for the highest throughput within `limit` x resources.
 
     `memory`: "pooled" keeps every weight on chip and counts a URAM as 16 BRAM18 in one pool;
     "on_chip" checks BRAM and URAM apart, with the weights balanced between them; "streamed" also
     streams weights from off-chip memory where they do not fit, their bandwidth in the interval
-    (both as fpgaConvNet's optimiser, `allocate_memory`). The result's `memory` is the plan."""
+    (both as fpgaConvNet's optimiser, `allocate_memory`). The result's `memory` is the plan.
+    `resources`: the resource model (`df.ResourceParams`, e.g. its `ram`)."""
     if memory not in MEMORY:
         raise ValueError(f"memory={memory!r}: use one of {', '.join(MEMORY)}")
-    table = option_table(net, density, device)
+    table = option_table(net, density, device, resources)
     if memory != "pooled":
         return _greedy_planned(net, density, device, table, limit, max_steps, memory == "streamed")
     rows, _, evaluations = _greedy_rows(net, device, table, limit, max_steps)
     folding = df.Folding(*table.folding[rows].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, resources=table.params, xp=np), evaluations)
 
 
 def _greedy_rows(net, device, table, limit, max_steps) -> tuple[np.ndarray, np.ndarray, int]:
@@ -304,14 +309,16 @@ def _greedy_planned(net, density, device, table, limit, max_steps, stream) -> DS
         positions[bottleneck], rows[bottleneck] = step, row
         cycles[bottleneck] = table.cycles[row]
     folding = df.Folding(*table.folding[rows].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, memory=plan, xp=np), evaluations, plan)
+    cost = df.evaluate(net, folding, density, device, resources=table.params, memory=plan, xp=np)
+    return DSEResult(folding, cost, evaluations, plan)
 
 
 def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0,
-               max_points: int = 2_000_000, chunk: int = 65536) -> DSEResult:
+               max_points: int = 2_000_000, chunk: int = 65536,
+               resources: df.ResourceParams = df.ResourceParams()) -> DSEResult:
     """Every combination of valid factors (for small networks); the highest throughput that fits,
     fewest DSPs among equals (the first in `itertools.product` order among exact ties)."""
-    table = option_table(net, density, device)
+    table = option_table(net, density, device, resources)
     counts = np.diff(table.start)
     total = int(np.prod(counts, dtype=np.float64))
     if total > max_points:
@@ -335,12 +342,12 @@ def exhaustive(net: df.Network, density: df.Density, device: Device, *, limit: f
         _check_fits_alone(net, table, device, limit)
         raise DeviceFitError(f"no folding of the network fits the {device.name} (limit {limit:.0%})")
     folding = df.Folding(*table.folding[best].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), total)
+    return DSEResult(folding, df.evaluate(net, folding, density, device, resources=table.params, xp=np), total)
 
 
 def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float = 1.0, steps: int = 20_000,
            chains: int = 4, start_temperature: float = 1.0, end_temperature: float = 1e-3,
-           seed: int = 0) -> DSEResult:
+           seed: int = 0, resources: df.ResourceParams = df.ResourceParams()) -> DSEResult:
     """Simulated annealing over foldings, from greedy's design (Kirkpatrick et al., Science 1983;
     fpgaConvNet's optimiser offers it beside its greedy solver).
 
@@ -350,7 +357,7 @@ def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float
     throughput; it falls geometrically from `start_temperature` to `end_temperature` over `steps`.
     `chains` independent chains (seeded from `seed`) start from greedy's design; the best design
     any of them saw is returned, so never a worse one than greedy's."""
-    table = option_table(net, density, device)
+    table = option_table(net, density, device, resources)
     greedy_rows, first, evaluations = _greedy_rows(net, device, table, limit, 10_000)
 
     def energy(cycles, used):
@@ -382,7 +389,8 @@ def anneal(net: df.Network, density: df.Density, device: Device, *, limit: float
                 if current < best_energy:
                     best_energy, best_rows = current, rows.copy()
     folding = df.Folding(*table.folding[best_rows].T)
-    return DSEResult(folding, df.evaluate(net, folding, density, device, xp=np), evaluations + chains * steps)
+    cost = df.evaluate(net, folding, density, device, resources=table.params, xp=np)
+    return DSEResult(folding, cost, evaluations + chains * steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +409,7 @@ class Partitioned:
 
 
 def partition(net: df.Network, density: df.Density, device: Device, *, batch: int = 1, limit: float = 1.0,
-              memory: str = "pooled") -> Partitioned:
+              memory: str = "pooled", resources: df.ResourceParams = df.ResourceParams()) -> Partitioned:
     """fpgaConvNet's partitioning with reconfiguration (Venieris & Bouganis, TNNLS 2019, Sec. V):
     the network is cut where one tensor crosses (`Graph.cut_points`) into partitions, each
     designed by `greedy` for the whole device, which run one after the other on a batch of
@@ -421,7 +429,7 @@ def partition(net: df.Network, density: df.Density, device: Device, *, batch: in
             sub = df.Network.build(graph.segment(a, b), net.patterns[a:b], net.precision)
             try:
                 designs[a, b] = greedy(sub, df.Density(weight[a:b], activation[a:b]), device, limit=limit,
-                                       memory=memory)
+                                       memory=memory, resources=resources)
             except DeviceFitError:
                 designs[a, b] = None
         design = designs[a, b]

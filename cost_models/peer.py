@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cost_models import dataflow, devices, networks
-from cost_models.layers import Conv2D, Dense
+from cost_models.layers import Conv2D, Dense, Pool
 
 
 def layer_from_record(spec: dict):
@@ -17,21 +17,25 @@ def layer_from_record(spec: dict):
     if spec["type"] == "dense":
         return Dense(spec["name"], spec["in_features"], spec["out_features"])
     k, s, p = spec["kernel"], spec["stride"], spec["padding"]
+    if spec["type"] == "pool":
+        return Pool(spec["name"], tuple(spec["in_shape"]), (k, k), (s, s), ((p, p), (p, p)))
     return Conv2D(spec["name"], tuple(spec["in_shape"]), spec["out_channels"], (k, k), (s, s),
                   ((p, p), (p, p)), spec["groups"])
 
 
-def compare(fixture: str | Path) -> dict[str, np.ndarray]:
-    """Our and the peer's cycles/DSP/BRAM/LUT/FF for every record: {metric: (ours, peer) arrays}."""
+def compare(fixture: str | Path, resources: dataflow.ResourceParams = dataflow.ResourceParams()
+            ) -> dict[str, np.ndarray]:
+    """Our and the peer's cycles/DSP/BRAM/LUT/FF for every record: {metric: (ours, peer) arrays},
+    at the fixture's widths (16-bit data, weights, accumulators and biases: the peer's defaults)."""
     records = json.loads(Path(fixture).read_text())["records"]
     device = devices.get_device("u250")
     # every record is one engine on its own: all of them in one evaluation, read per layer (a
     # layer's cycles and resources do not depend on the others')
     layers = [dataclasses.replace(layer_from_record(rec["layer"]), name=f"{i}:{rec['layer']['name']}")
               for i, rec in enumerate(records)]
-    net = dataflow.Network.build(layers)
+    net = dataflow.Network.build(layers, None, dataflow.Precision(data_bits=16, weight_bits=16, acc_bits=16))
     folding = dataflow.Folding(*(np.array([rec["folding"][k] for rec in records]) for k in dataflow.Folding._fields))
-    cost = dataflow.evaluate(net, folding, dataflow.Density.dense(net), device)
+    cost = dataflow.evaluate(net, folding, dataflow.Density.dense(net), device, resources=resources, xp=np)
     ours = {"cycles": cost.layer_cycles, "DSP": cost.layer_dsp, "BRAM": cost.layer_bram18, "LUT": cost.layer_lut,
             "FF": cost.layer_ff}
     return {m: (np.asarray(ours[m], np.float64), np.array([float(rec["peer"][m]) for rec in records]))

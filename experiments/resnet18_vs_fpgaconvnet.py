@@ -231,14 +231,15 @@ def table(fixture_path: str) -> str:
         "",
         "## Reading it",
         "",
-        "- Convolution cycles equal the hls wheel's on all 20 convs (as on the 288 layers of the "
+        "- Convolution cycles equal the hls wheel's on all 20 convs (as on the 393 layers of the "
         "per-layer fixture). The current git model counts one window per output position, Ho x Wo; "
         "the wheel, and cooptim, count the windows the sliding window walks over the padded input, "
         "((Ho-1)S+K)^2/S^2. They agree on the unpadded 1x1 convs and the fc, and differ most on the "
         "7x7 maps (9^2/7^2 = 1.65). We have not measured which of the two a board follows; the "
         "fixture's move to the git source is in the cost-fidelity issue.",
-        "- ReLU, max pool, split and add cycles equal the git model's (the wheel's max pool pads one "
-        "row and column less). The global pool is the one deliberate difference: the git model's "
+        "- ReLU, split and add cycles equal the git model's; the max pool's equal the wheel's, which "
+        "walks only the rows and columns its windows touch, as for its convs (the git model's max pool "
+        "walks one row and column more). The global pool is the one deliberate difference: the git model's "
         f"latency is C / coarse ({pool['git']['cycles']:,.0f} cycles) and it counts reading the "
         "7x7xC input as pipeline depth; cooptim counts that read in the interval "
         f"({pool_mine['cycles']:,.0f} cycles), the rate at which a streaming engine can take its input.",

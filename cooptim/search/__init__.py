@@ -49,7 +49,7 @@ from cooptim import config as config_lib
 from cooptim import nn, train
 from cooptim.run import load_run
 from cooptim.config import ConfigError
-from cooptim.hardware import device_of
+from cooptim.hardware import design, device_of, resource_params
 from cooptim.sparsity._config import STRICT
 
 
@@ -77,6 +77,7 @@ class Problem:
     names: tuple[str, ...]
     net: cm.Network
     device: cm.Device
+    hardware: config_lib.HardwareConfig  # the run's: its DSE's memory placement, budget and RAM model
     rms: np.ndarray  # (L,) RMS of each layer's input on the validation split
     val: tuple[np.ndarray, np.ndarray]
     train_images: np.ndarray
@@ -151,7 +152,7 @@ def build_problem(cfg: SearchConfig, source: Path) -> Problem:
     logits, taps = nn.capture(model, jnp.asarray(val[0]), nn.LayerInput)
     rms = {name: float(jnp.sqrt(jnp.mean(x ** 2))) for name, (x, _) in taps[nn.LayerInput].items()}
     base = float((np.asarray(logits).argmax(-1) == val[1]).mean())
-    return Problem(model, names, net, device_of(tcfg.hardware), np.array([rms[n] for n in names]),
+    return Problem(model, names, net, device_of(tcfg.hardware), tcfg.hardware, np.array([rms[n] for n in names]),
                    val, images[cfg.validation_size:], labels[cfg.validation_size:], base)
 
 
@@ -161,10 +162,11 @@ def evaluate(problem: Problem, densities, thresholds) -> tuple[dict, cm.Folding]
     d, a = jnp.asarray(densities, jnp.float32), jnp.asarray(thresholds, jnp.float32)
     logits, act = candidate_forward(problem.model, problem.names, jnp.asarray(problem.val[0]), d, a, soft=False)
     accuracy = float((np.asarray(logits).argmax(-1) == problem.val[1]).mean())
-    design = cm.dse.greedy(problem.net, problem.node_density(np.asarray(d), np.asarray(act)), problem.device)
-    return {"accuracy": accuracy, "throughput": float(design.cost.throughput),
+    result = design(problem.net, problem.node_density(np.asarray(d), np.asarray(act)), problem.hardware,
+                    problem.device)
+    return {"accuracy": accuracy, "throughput": float(result.cost.throughput),
             "weight_density": np.asarray(d).tolist(), "activation_density": np.asarray(act).tolist(),
-            "thresholds": np.asarray(a).tolist()}, design.folding
+            "thresholds": np.asarray(a).tolist()}, result.folding
 
 
 def random_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
@@ -183,7 +185,7 @@ def gradient_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
     params = {"density_logit": jnp.full((L,), 2.0), "log_threshold": jnp.log(jnp.asarray(problem.rms) * 0.05)}
     opt = optax.adam(cfg.learning_rate)
     state = opt.init(params)
-    folding = cm.dse.greedy(problem.net, cm.Density.dense(problem.net), problem.device).folding
+    folding = design(problem.net, cm.Density.dense(problem.net), problem.hardware, problem.device).folding
     min_d = cfg.min_density
 
     def candidate(p):
@@ -197,7 +199,7 @@ def gradient_search(problem: Problem, cfg: SearchConfig) -> list[dict]:
         logits, act = _forward(nnx.merge(graphdef, weights), problem.names, images, d, a, soft=True)
         task = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         cost = cm.dataflow.evaluate(problem.net, folding, problem.node_density(d, act, jnp), problem.device,
-                                    temperature=0.05)
+                                    temperature=0.05, resources=resource_params(problem.hardware))
         return task - lam * jnp.log(cost.throughput)
 
     @jax.jit
@@ -249,7 +251,7 @@ def run(path: str | Path, modes=("gradient", "random"), budget: int | None = Non
     floor = problem.base_accuracy - cfg.accuracy_drop / 100
     # the reference: the unpruned network on a dense dataflow design (no sparse engines)
     dense_net = cm.Network.build(problem.net.graph, None, problem.net.precision)
-    dense = float(cm.dse.greedy(dense_net, cm.Density.dense(dense_net), problem.device).cost.throughput)
+    dense = float(design(dense_net, cm.Density.dense(dense_net), problem.hardware, problem.device).cost.throughput)
     results = {"name": cfg.name, "layers": list(problem.names), "base_accuracy": problem.base_accuracy,
                "accuracy_floor": floor, "dense_throughput": dense, "budget": cfg.budget, "modes": {}}
     for mode in modes:

@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from cooptim import config
+import cost_models as cm
+from cooptim import config, hardware, nn
 from cooptim.config import ConfigError
 from cooptim.nn import build_model
 from cooptim.sparsity import NM, Dense
@@ -93,6 +94,7 @@ def test_override_pattern_that_matches_no_layer_is_an_error():
     ({"data": {"test_fraction": 1.5}}, None, "'data.test_fraction' = 1.5"),
     ({"hardware": {"memory": "offchip"}}, None, "'hardware.memory' = 'offchip'"),
     ({"hardware": {"resource_budget": 1.5}}, None, "'hardware.resource_budget' = 1.5"),
+    ({"hardware": {"ram": "bram"}}, None, "'hardware.ram' = 'bram'"),
 ])
 def test_wrong_types_and_ranges(section, value, expected):
     with pytest.raises(ConfigError, match=expected.replace(".", r"\.").replace("(", r"\(")):
@@ -123,3 +125,16 @@ def test_configs_are_frozen():
     cfg = config.from_dict({"name": "x"})
     with pytest.raises(Exception):
         cfg.seed = 3
+
+
+def test_the_hardware_ram_model_reaches_the_dse():
+    """`hardware.ram: hls` counts every memory in BRAM (fpgaConvNet's hls backend): the digits CNN's
+    small weight memories, in LUTRAM by default, then take blocks, and the DSE sees them."""
+    bram = {}
+    for ram in ("lutram", "hls"):
+        cfg = config.from_dict({"name": "x", "sparsity": {"default": {"method": "dense"}}, "hardware": {"ram": ram}})
+        model = build_model(cfg, (8, 8, 1), 10)
+        net = hardware.network_of(model, nn.graph_of(model, (8, 8, 1)), cfg.hardware)
+        cost = hardware.evaluate(net, cm.Density.dense(net), cfg, hardware.device_of(cfg.hardware))
+        bram[ram] = cost["bram18"]
+    assert bram["hls"] > bram["lutram"]

@@ -256,3 +256,58 @@ def test_an_activation_on_a_feature_vector_streams_its_features():
     folding = df.Folding.of(net, coarse_in={"relu": 4})
     cost = df.evaluate(net, folding, df.Density.dense(net), devices.get_device("zcu102"))
     assert float(cost.layer_cycles[1]) == 32 / 4
+
+
+HLS = df.ResourceParams(ram="hls")
+
+
+def test_the_hls_ram_model_by_hand():
+    """fpgaconvnet-model's hls backend on 64 -> 64 channels, 56x56, 3x3, coarse_in = coarse_out = 4,
+    fine = 9, 16-bit data, weights and accumulators:
+      weights      144 memories (4 x 4 x 9) of 64 * 64 * 9 / 144 = 256 words: 1 block each  = 144
+      window       per input stream (4): 2 line buffers of 58 * 16 + 1 = 929 words (the 1,000-deep,
+                   18-bit configuration: 1 block) and 3 * 2 window buffers of 17 words (1 block) = 32
+      accumulators 4 output streams x 64 / 4 = 16 words (1 block)                            = 4
+      biases       4 output streams x 16 words                                              = 4
+    184 in all. The lutram model counts the weights and one line buffer per stream pair of rows
+    (128 bits x 928 words: 8 blocks) = 152."""
+    net = df.Network.build([Conv2D("conv", (56, 56, 64), 64)], None, df.Precision(16, 16, 16))
+    folding = df.Folding.of(net, coarse_in={"conv": 4}, coarse_out={"conv": 4}, fine={"conv": 9})
+    density = df.Density.dense(net)
+    assert float(df.evaluate(net, folding, density, U250, resources=HLS).bram18) == 184
+    assert float(df.evaluate(net, folding, density, U250).bram18) == 152
+
+
+def test_the_hls_ram_model_puts_even_a_tiny_memory_in_bram_and_drops_unread_padding():
+    # 8 -> 8 channels, 1x1: 64 weights in 64 memories of one word: a block each in hls, LUTRAM otherwise
+    net = df.Network.build([Conv2D("c", (4, 4, 8), 8, kernel=(1, 1), padding=((0, 0), (0, 0)))])
+    folding = df.Folding.of(net, coarse_in={"c": 8}, coarse_out={"c": 8})
+    assert float(df.evaluate(net, folding, df.Density.dense(net), U250, resources=HLS).layer_bram18[0]) == 64 + 8
+    assert float(df.evaluate(net, folding, df.Density.dense(net), U250).layer_bram18[0]) == 0
+    # a stride-2 3x3 conv on 14 columns, padded 1: its windows touch 15 columns, not 16, so the line
+    # buffer holds 15 * 256 + 1 = 3,841 words (4,000-deep, 4-bit: 4 blocks) and not 4,097 (8 blocks)
+    strided = df.Network.build([Conv2D("s", (14, 14, 256), 512, stride=(2, 2))], None, df.Precision(16, 16, 16))
+    cost = df.evaluate(strided, df.Folding.minimal(strided), df.Density.dense(strided), U250, resources=HLS)
+    weights = np.ceil(512 * 256 * 9 / 1000)
+    window, accumulators, biases = 2 * 4 + 6 * 1, np.ceil(512 / 1000), np.ceil(512 / 1000)
+    assert float(cost.bram18) == weights + window + accumulators + biases
+
+
+def test_the_hls_ram_model_relaxes_and_differentiates():
+    net = small_net()
+    density = df.Density.dense(net)
+    folding = df.Folding(*(jnp.array(v, jnp.float32) for v in ([2, 4, 4, 2, 8], [2, 1, 1, 4, 2], [1] * 5, [3, 1, 1, 3, 1])))
+
+    def bram(log_co):
+        f = folding._replace(coarse_out=jnp.exp(log_co))
+        return df.evaluate(net, f, density, U250, temperature=0.1, resources=HLS).bram18
+
+    grad = jax.jit(jax.grad(bram))(jnp.log(folding.coarse_out))
+    assert np.isfinite(np.asarray(grad)).all()
+    exact = float(df.evaluate(net, folding, density, U250, resources=HLS).bram18)
+    assert 0 < float(bram(jnp.log(folding.coarse_out))) <= exact  # the relaxation drops the ceilings
+
+
+def test_an_unknown_ram_model_is_named():
+    with pytest.raises(df.CostModelError, match="ResourceParams.ram is 'bram': expected one of lutram, hls"):
+        df.ResourceParams(ram="bram")
