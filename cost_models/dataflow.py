@@ -59,30 +59,26 @@ class Precision:
 class ResourceParams:
     """Named constants of the resource estimates that have no closed form.
 
-    LUT and FF of a compute engine: a linear model in its multipliers (ci*co*cg*fine), input
-    streams (ci*cg: sliding-window and line-buffer logic), output streams (co*cg) and stream pairs
-    (ci*co: the fork/accumulate crossbar). The defaults are our non-negative least-squares fit, by
-    relative error, to fpgaconvnet-model 0.1.4.2's predictions for the first 288 records of
-    tests/fixtures/fpgaconvnet_peer.json (ResNet-18 / MobileNetV2 / VGG-16 layers x foldings);
-    median relative error 22% (LUT) and 23% (FF) on all its 393 (fpgaConvNet fits per-module
-    regressions to synthesis results instead). A pooling engine:
+    LUT and FF of a compute engine: a linear model in the features of `logic_features`
+    (`LOGIC_FEATURES`: multipliers, streams, lanes, and per lane the logarithms of its filters,
+    output positions and channels: the counters and address logic of a lane grow with the log of
+    what it counts, as in fpgaConvNet's own per-module models), coefficients `lut_coefficients` and
+    `ff_coefficients`. The defaults are our non-negative least-squares fit, by relative error, to
+    fpgaconvnet-model 0.1.4.2's (hls backend) predictions for the 363 conv and fc records of
+    tests/fixtures/fpgaconvnet_peer.json (`python benchmarks/fit_logic.py` prints them): median
+    relative error 1.9% (LUT) and 1.7% (FF), at most 22% and 19% (fpgaConvNet fits its module
+    models to synthesis results). A pooling engine:
     per stream, a constant plus one per window tap, the line through the peer's figures for its
     2 x 2 and 3 x 3 max pools (its pool logic grows linearly with the window; exact on both).
     Activation / add / split engines use `lut_per_simple_stream` / `ff_per_simple_stream`.
     BRAM18 aspect ratios (width -> depth) are Xilinx's (UG573).
     """
 
-    lut_per_multiplier: float = 58.4
-    lut_per_input_stream: float = 4997.6
-    lut_per_output_stream: float = 209.9
-    lut_per_stream_pair: float = 1537.6
+    lut_coefficients: tuple = (0.0, 264.73, 6.28, 5.68, 473.4, 149.18, 23.99, 75.93)
+    ff_coefficients: tuple = (0.0, 289.87, 44.46, 16.64, 668.24, 170.45, 26.78, 75.93)
     lut_per_simple_stream: float = 200.0
     lut_per_pool_stream: float = 355.8
     lut_per_pool_tap: float = 136.8
-    ff_per_multiplier: float = 57.4
-    ff_per_input_stream: float = 6612.7
-    ff_per_output_stream: float = 194.2
-    ff_per_stream_pair: float = 1972.4
     ff_per_simple_stream: float = 300.0
     ff_per_pool_stream: float = 589.8
     ff_per_pool_tap: float = 179.2
@@ -108,6 +104,9 @@ class ResourceParams:
 
 
 RAM_MODELS = ("lutram", "hls")
+# The features of a compute engine's logic (`logic_features`), in `ResourceParams`' coefficient order.
+LOGIC_FEATURES = ("multipliers", "input streams", "output streams", "lanes", "lanes x log2 filters per lane",
+                  "lanes x log2 output positions", "lanes x log2 channels per lane", "window taps")
 
 
 @jax.tree_util.register_static
@@ -360,6 +359,23 @@ def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp, configs=N
     return xp.where(width * depth <= params.lutram_bits, 0.0, best)
 
 
+def logic_features(t: dict, ci, co, cg, fine, width, xp=jnp):
+    """(F, rows) features of each compute engine's LUT / FF (`LOGIC_FEATURES`). A lane is one
+    ci x co x cg dot-product unit (fpgaConvNet's conv, accumulate and glue modules, repeated per
+    lane); its filters, positions and channels are what its counters run over. `width`: data bits
+    / 16 (the fixture is 16-bit), scaling the stream and window terms."""
+    is_conv = t["kind"] == CONV
+    lanes = xp.where(is_conv, ci * co * cg, ci * co)
+    streams_in = xp.where(is_conv, ci * cg, ci)
+    streams_out = xp.where(is_conv, co * cg, co)
+    filters = t["c_out"] / streams_out
+    channels = t["c_in"] / streams_in
+    log2 = lambda x: xp.log2(xp.maximum(x, 1.0))
+    return xp.stack([lanes * xp.where(is_conv, fine, 1.0), streams_in * width, streams_out * width, lanes * width,
+                     lanes * log2(filters), lanes * log2(t["ho_wo"]), lanes * log2(channels),
+                     streams_in * t["k2"] * width])
+
+
 def _hls_ram_bram18(width, depth, configs, temperature, xp=jnp):
     """BRAM18 blocks of a RAM as fpgaconvnet-model's hls backend counts them
     (tools/resource_model.py, bram_memory_resource_model): the narrowest configuration at least
@@ -524,18 +540,17 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     is_compute = is_conv | is_dense
     width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width
 
-    def logic(per_mult, per_in, per_out, per_pair, per_simple, per_pool, per_tap):
-        compute_logic = (per_mult * multipliers + per_in * streams_in * width
-                         + per_out * streams_out * width + per_pair * ci * co * cg * width)
+    features = logic_features(t, ci, co, cg, fine, width, xp)
+
+    def logic(coefficients, per_simple, per_pool, per_tap):
+        compute_logic = xp.tensordot(xp.asarray(coefficients, dtype), features, axes=1)
         return xp.select([is_compute, kind == POOL],
                          [compute_logic, (per_pool + per_tap * t["k2"]) * streams_in * width],
                          per_simple * streams_in * width * t["ports"])
 
     r = resources
-    lut = logic(r.lut_per_multiplier, r.lut_per_input_stream, r.lut_per_output_stream, r.lut_per_stream_pair,
-                r.lut_per_simple_stream, r.lut_per_pool_stream, r.lut_per_pool_tap)
-    ff = logic(r.ff_per_multiplier, r.ff_per_input_stream, r.ff_per_output_stream, r.ff_per_stream_pair,
-               r.ff_per_simple_stream, r.ff_per_pool_stream, r.ff_per_pool_tap)
+    lut = logic(r.lut_coefficients, r.lut_per_simple_stream, r.lut_per_pool_stream, r.lut_per_pool_tap)
+    ff = logic(r.ff_coefficients, r.ff_per_simple_stream, r.ff_per_pool_stream, r.ff_per_pool_tap)
     macs_factor = xp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
                             [d_w, d_w * d_a, d_w * d_a], 1.0)
     return LayerCost(cycles, dsp, bram, lut, ff, macs_factor, weight_bram, weight_uram,

@@ -23,18 +23,24 @@ def layer_from_record(spec: dict):
                   ((p, p), (p, p)), spec["groups"])
 
 
-def compare(fixture: str | Path, resources: dataflow.ResourceParams = dataflow.ResourceParams()
-            ) -> dict[str, np.ndarray]:
-    """Our and the peer's cycles/DSP/BRAM/LUT/FF for every record: {metric: (ours, peer) arrays},
-    at the fixture's widths (16-bit data, weights, accumulators and biases: the peer's defaults)."""
+def fixture_network(fixture: str | Path) -> tuple[list[dict], dataflow.Network, dataflow.Folding]:
+    """The fixture's records, and all of them as one network (every record one engine) with their
+    foldings, at the fixture's widths (16-bit data, weights, accumulators and biases: the peer's
+    defaults). A layer's cycles and resources do not depend on the others', so one evaluation
+    reads them all."""
     records = json.loads(Path(fixture).read_text())["records"]
-    device = devices.get_device("u250")
-    # every record is one engine on its own: all of them in one evaluation, read per layer (a
-    # layer's cycles and resources do not depend on the others')
     layers = [dataclasses.replace(layer_from_record(rec["layer"]), name=f"{i}:{rec['layer']['name']}")
               for i, rec in enumerate(records)]
     net = dataflow.Network.build(layers, None, dataflow.Precision(data_bits=16, weight_bits=16, acc_bits=16))
     folding = dataflow.Folding(*(np.array([rec["folding"][k] for rec in records]) for k in dataflow.Folding._fields))
+    return records, net, folding
+
+
+def compare(fixture: str | Path, resources: dataflow.ResourceParams = dataflow.ResourceParams()
+            ) -> dict[str, np.ndarray]:
+    """Our and the peer's cycles/DSP/BRAM/LUT/FF for every record: {metric: (ours, peer) arrays}."""
+    records, net, folding = fixture_network(fixture)
+    device = devices.get_device("u250")
     cost = dataflow.evaluate(net, folding, dataflow.Density.dense(net), device, resources=resources, xp=np)
     ours = {"cycles": cost.layer_cycles, "DSP": cost.layer_dsp, "BRAM": cost.layer_bram18, "LUT": cost.layer_lut,
             "FF": cost.layer_ff}

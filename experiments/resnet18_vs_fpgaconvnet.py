@@ -68,11 +68,12 @@ def zoo_graph(network: str) -> cm.Graph:
 
 
 def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", limit: str = "1.0",
-           network: str = "resnet18") -> None:
+           network: str = "resnet18", ram: str = "lutram") -> None:
     graph = zoo_graph(network)
     net = cm.Network.build(graph, None, PRECISION)
     device = cm.get_device(device_name)
-    best = cm.dse.greedy(net, cm.Density.dense(net), device, memory=memory, limit=float(limit))
+    best = cm.dse.greedy(net, cm.Density.dense(net), device, memory=memory, limit=float(limit),
+                         resources=cm.ResourceParams(ram=ram))
     nodes = []
     for i, node in enumerate(graph.nodes):
         layer = node.layer
@@ -90,7 +91,7 @@ def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", lim
             record.update(outputs=layer.outputs)
         nodes.append(record)
     cost = best.cost
-    ours = {"memory": memory, "limit": float(limit), "throughput": float(cost.throughput), "DSP": float(cost.dsp),
+    ours = {"memory": memory, "ram": ram, "limit": float(limit), "throughput": float(cost.throughput), "DSP": float(cost.dsp),
             "BRAM": float(cost.bram18), "URAM": float(cost.uram), "LUT": float(cost.lut), "FF": float(cost.ff),
             "streamed_layers": int(np.count_nonzero(np.asarray(best.memory.streamed))) if best.memory else 0,
             "bandwidth_gbps": float(cost.bandwidth_gbps)}
@@ -112,7 +113,8 @@ def fit(design_path: str, hls_path: str) -> str:
     modelled = [n for n in wheel["nodes"] if "cycles" in n]
     peer_sum = {r: sum(n[r] for n in modelled) for r in ("DSP", "BRAM", "LUT", "FF")}
     capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut, "FF": device.ff}
-    lines = [f"Dense {design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`, every resource "
+    lines = [f"Dense {design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`, "
+             f"`ram: {ours.get('ram', 'lutram')}`, every resource "
              f"within {ours['limit']:.0%} of the device by cooptim's model: "
              f"{ours['throughput']:,.0f} images/s by cooptim's model, {ours['streamed_layers']} layers' weights "
              f"partly streamed ({ours['bandwidth_gbps']:.1f} Gbit/s of {device.bandwidth_gbps:g}).", "",
@@ -276,8 +278,8 @@ def table(fixture_path: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (3, 5, 6, 7) and sys.argv[1] == "design":
-        design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT [NETWORK]]]
+    if len(sys.argv) in (3, 5, 6, 7, 8) and sys.argv[1] == "design":
+        design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT [NETWORK [RAM]]]]
     elif len(sys.argv) == 4 and sys.argv[1] == "fit":
         print(fit(sys.argv[2], sys.argv[3]))
     elif len(sys.argv) == 6 and sys.argv[1] == "merge":

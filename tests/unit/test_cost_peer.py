@@ -41,11 +41,11 @@ def test_bram_in_the_hls_ram_model_equals_fpgaconvnets_hls_backend(hls_compariso
 def test_resource_estimates_stay_within_the_stated_agreement(comparison):
     # Stated in the README: BRAM median 37% in the lutram model (the peer puts even tiny arrays in
     # BRAM, we put arrays of <= 1024 bits in LUTRAM, and it counts window, accumulator and bias
-    # memories we do not); LUT / FF median ~23% (a fitted linear model).
-    limits = {"BRAM": 0.40, "LUT": 0.25, "FF": 0.25}
-    for metric, limit in limits.items():
+    # memories we do not); LUT / FF (a fitted linear model, benchmarks/fit_logic.py) median under
+    # 2%, every record within 23%.
+    for metric, median, worst in (("BRAM", 0.40, 1.0), ("LUT", 0.02, 0.23), ("FF", 0.02, 0.23)):
         errors = peer.relative_errors(*comparison[metric])
-        assert np.median(errors) < limit, (metric, np.median(errors))
+        assert np.median(errors) < median and errors.max() <= worst, (metric, np.median(errors), errors.max())
 
 
 @pytest.mark.skipif(importlib.util.find_spec("fpgaconvnet") is None,
