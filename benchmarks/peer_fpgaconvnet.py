@@ -310,9 +310,64 @@ def parse(path):
     print(json.dumps({"partitions": len(message.partition), "layers": layers}))
 
 
+SPARSE_CONVS = [  # (name, H, W, C_in, C_out, K, stride, pad): HASS's sparse engines
+    ("resnet18.layer1.conv", 56, 56, 64, 64, 3, 1, 1),
+    ("resnet18.layer3.0.conv1", 28, 28, 128, 256, 3, 2, 1),
+    ("resnet18.layer4.conv", 7, 7, 512, 512, 3, 1, 1),
+    ("vgg16.conv3_2", 56, 56, 256, 256, 3, 1, 1),
+    ("resnet18.conv1", 224, 224, 8, 64, 7, 2, 3),  # the stem's 7x7 window, on 8 channels
+]
+
+
+def sparse(out_path, per_layer=6, seed=2):
+    """fpgaConvNet's sparse convolution (git source: ConvolutionSparseLayer, HASS's engine) on
+    random per-channel histograms of zeros per window (counts of 1,000 windows drawn from a
+    Dirichlet-multinomial, so the fixture stores small integers), both zero-window settings. Records the peer's cycles and its workload, the
+    number of vector dot products it multiplies the slowest stream's cycles per window by
+    (rows_out x cols_out x C/(ci cg) x F/(co g)); only compute-bound records are kept, so that
+    cycles = ceil(workload x that stream's expected cycles)."""
+    import numpy as np
+    from fpgaconvnet.models.layers import ConvolutionSparseLayer
+
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    records = []
+    for name, h, w, c, f, k, s, p in SPARSE_CONVS:
+        options = [(ci, co, fi) for ci in factors(c) for co in factors(f) if co <= f // 4 for fi in range(1, k * k + 1)]
+        kept = 0
+        for ci, co, fi in rng.sample(options, len(options)):
+            if kept == per_layer:
+                break
+            skew = np_rng.uniform(0.2, 3.0, size=k * k + 1)
+            counts = np.stack([np_rng.multinomial(1000, np_rng.dirichlet(skew)) for _ in range(c)])
+            zeros = counts / 1000
+            skip = bool(rng.random() < 0.75)
+            layer = ConvolutionSparseLayer(f, h, w, c, coarse_in=ci, coarse_out=co, kernel_rows=k, kernel_cols=k,
+                                           stride_rows=s, stride_cols=s, pad_top=p, pad_bottom=p, pad_left=p,
+                                           pad_right=p, fine=fi, channel_sparsity_hist=zeros.flatten().tolist(),
+                                           skip_all_zero_window=skip)
+            cycles = layer.latency()
+            workload = layer.rows_out() * layer.cols_out() * (c / ci) * (f / co)
+            data = max(layer.rows_in() * layer.rows_in() * c / ci, layer.rows_out() * layer.rows_out() * f / co)
+            if cycles <= data:
+                continue
+            kept += 1
+            records.append({"layer": {"type": "conv", "name": name, "in_shape": [h, w, c], "out_channels": f,
+                                      "kernel": k, "stride": s, "padding": p, "groups": 1},
+                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": 1, "fine": fi},
+                            "skip_all_zero_window": skip, "zero_counts_of_1000": counts.tolist(),
+                            "peer": {"cycles": cycles, "workload": workload}})
+    meta = {"peer": "fpgaconvnet-model git source (ConvolutionSparseLayer), commit edfbeb6", "records": len(records)}
+    with open(out_path, "w") as fh:
+        json.dump({"meta": meta, "records": records}, fh)
+    print(f"wrote {len(records)} sparse records to {out_path}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--parse":
         parse(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--sparse":
+        sparse(sys.argv[2])
     elif len(sys.argv) > 1 and sys.argv[1] == "--network":
         network(sys.argv[2], sys.argv[3])
     elif len(sys.argv) > 1 and sys.argv[1] == "--time-resnet18":

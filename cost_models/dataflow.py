@@ -153,7 +153,10 @@ class Network:
         patterns = tuple(patterns) if patterns is not None else tuple(sp.DensePattern() for _ in graph.nodes)
         if len(patterns) != len(graph):
             raise CostModelError(f"{len(patterns)} patterns for {len(graph)} layers")
-        return Network(graph, patterns, precision)
+        net = Network(graph, patterns, precision)
+        if any(getattr(p, "histograms", None) is not None for p in patterns):
+            tables(net)  # checks measured histograms against their nodes now, not at the first evaluation
+        return net
 
     @property
     def layers(self) -> tuple:
@@ -319,6 +322,8 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     t["work_kind"] = np.array([p.work_kind if c else sp.DENSE for p, c in zip(net.patterns, compute)], np.int32)
     t["index_bits"] = np.array([p.index_bits_per_value for p in net.patterns], np.float64)
     t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
+    t["node"] = np.arange(len(net.patterns))
+    t["histograms"] = _histograms(net, t)
     # Pipeline fill: the fraction of its input a layer must receive before its first output.
     window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
                       ((t["kh"] - 1) * t["wp"] + t["kw"]) * t["c_in"] / np.maximum(t["in_pad_words"], 1), 0.0)
@@ -334,6 +339,53 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     skip = graph.skip_buffers()
     t["skip_words"] = np.array([skip[n.name][1] if n.name in skip else 0.0 for n in graph.nodes], np.float64)
     return t
+
+
+def _histograms(net: Network, t: dict) -> np.ndarray:
+    """(L,) object array: each node's measured HASS histograms as a (C_in, K^2 + 1) array, or
+    None; checked against the node's shape."""
+    out = np.empty(len(net.patterns), object)
+    for i, pattern in enumerate(net.patterns):
+        histograms = getattr(pattern, "histograms", None)
+        if histograms is None or t["work_kind"][i] != sp.UNSTRUCTURED:
+            continue
+        h = np.asarray(histograms, np.float64)
+        expected = (int(t["c_in"][i]), int(t["k2"][i]) + 1)
+        name = net.graph.names[i]
+        if t["kind"][i] != CONV or h.shape != expected:
+            raise CostModelError(f"node {name!r}: HASS histograms of shape {h.shape}, expected {expected} "
+                                 f"(input channels, K^2 + 1 non-zero counts) for a conv")
+        if not (np.isfinite(h).all() and (h >= 0).all() and np.allclose(h.sum(axis=1), 1.0, atol=1e-6)):
+            raise CostModelError(f"node {name!r}: every row of its HASS histograms must be a distribution "
+                                 f"(non-negative, summing to 1)")
+        out[i] = h
+    return out
+
+
+def _measured_window_cycles(t: dict, ci, cg, fine, window, temperature, xp):
+    """`window` with the rows whose pattern has measured histograms replaced: the slowest stream's
+    expected cycles (`sp.stream_window_cycles`) for a concrete folding; under tracing (the stream
+    count is not known) the channels' mean histogram, sum_j ceil(j / fine) mean_c H[c, j]."""
+    measured = np.flatnonzero([h is not None for h in t["histograms"]])
+    if measured.size == 0:
+        return window
+    folding = [_concrete(x) for x in (ci, cg, fine)]
+    for node in np.unique(t["node"][measured]):
+        rows = measured[t["node"][measured] == node]
+        h = t["histograms"][rows[0]]
+        if temperature is None and all(f is not None for f in folding):
+            streams = np.round(np.broadcast_to(folding[0], window.shape)[rows]
+                               * np.broadcast_to(folding[1], window.shape)[rows])
+            cycles = sp.stream_window_cycles(h, streams, np.round(np.broadcast_to(folding[2], window.shape)[rows]),
+                                             bool(t["skip_zero"][rows[0]]))
+        else:
+            j = np.arange(h.shape[1])
+            per_bin = sp.soft_ceil(j / xp.asarray(fine)[rows][..., None], h.shape[1] - 1, temperature, xp)
+            if not t["skip_zero"][rows[0]]:
+                per_bin = xp.where(j == 0, 1.0, per_bin)
+            cycles = (per_bin * h.mean(axis=0)).sum(-1)
+        window = _set_rows(window, rows, xp.asarray(cycles, window.dtype), xp)
+    return window
 
 
 def dsp_per_multiplier(p: Precision) -> float:
@@ -496,6 +548,7 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
         expected = sp.expected_window_cycles(int(size), xp.clip(d_w[rows] * d_a[rows], 0.0, 1.0), fine[rows],
                                              temperature, t["skip_zero"][rows], xp)
         window = _set_rows(window, rows, expected, xp)
+    window = _measured_window_cycles(t, ci, cg, fine, window, temperature, xp)
     conv_compute = dot_products * window
     dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
     compute = xp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)

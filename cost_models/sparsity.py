@@ -162,15 +162,23 @@ class DynamicPattern:
 @dataclasses.dataclass(frozen=True)
 class UnstructuredPattern:
     """HASS (FPL 2024): unstructured weight and activation zeros, exploited by a sparse dot-product
-    unit that feeds only non-zero products to its `fine` multipliers; all-zero windows are skipped."""
+    unit that feeds only non-zero products to its `fine` multipliers; all-zero windows are skipped.
+
+    `histograms`: measured statistics of a trained network, or None. Row c is input channel c's
+    distribution of non-zero products per window, j = 0..K^2 (each row sums to 1). Given, they
+    replace the Binomial(K^2, weight x activation density) model: the channels are dealt to the
+    engine's input streams and the slowest stream sets the layer's rate
+    (`stream_window_cycles`). A tuple of tuples, so that the pattern stays frozen, hashable data."""
 
     skip_zero_windows: bool = True
+    histograms: tuple | None = None
     kind: Literal["unstructured"] = "unstructured"
     work_kind = UNSTRUCTURED
     index_bits_per_value = 0
 
     def describe(self) -> str:
-        return "unstructured (weights x activations)"
+        measured = f", measured histograms of {len(self.histograms)} channels" if self.histograms else ""
+        return "unstructured (weights x activations)" + measured
 
 
 Pattern = Union[DensePattern, NMPattern, BalancedGroupPattern, CSPPattern, DynamicPattern,
@@ -248,6 +256,38 @@ def soft_ceil(y: jax.Array, max_value: int, temperature: float | None, xp=jnp) -
         return xp.ceil(y - 1e-6)
     k = np.arange(max_value + 1)
     return jax.nn.sigmoid((y[..., None] - k - 0.01) / temperature).sum(-1)
+
+
+def stream_window_cycles(histograms: np.ndarray, streams, fine, skip_zero_windows: bool = True) -> np.ndarray:
+    """The slowest input stream's expected cycles per window, from per-channel histograms.
+
+    HASS (FPL 2024) and fpgaConvNet's sparse convolution (fpgaconvnet-model's git source,
+    `ConvolutionSparseLayer.get_interleaving("opt")` and `latency`): channel c's windows cost
+    E_c = sum_j ceil(j / fine) H[c, j] cycles on average (0 for an all-zero window if skipped,
+    else 1). The channels, slowest first, are dealt to the `streams` input streams row by row,
+    every other row in reverse (a snake, so each stream gets a mix of slow and fast channels); a
+    stream's cost per window is the mean of its channels', and the engine waits for the slowest.
+
+    Args:
+      histograms: (C, K^2 + 1), C a multiple of every `streams`.
+      streams, fine: concrete integers, broadcast together (one entry per design).
+    Returns:
+      the max over streams of the expected cycles per window, float64, broadcast shape.
+    """
+    histograms = np.asarray(histograms, np.float64)
+    channels, bins = histograms.shape
+    streams, fine = np.broadcast_arrays(np.asarray(streams, np.int64), np.asarray(fine, np.int64))
+    nonzeros = np.arange(bins)
+    out = np.empty(streams.shape, np.float64)
+    for (s, f) in set(zip(streams.ravel().tolist(), fine.ravel().tolist())):
+        cycles = np.ceil(nonzeros / f)
+        if not skip_zero_windows:
+            cycles[0] = 1.0
+        per_channel = histograms @ cycles
+        order = np.argsort(-per_channel, kind="stable").reshape(channels // s, s)
+        order[1::2] = order[1::2, ::-1]
+        out[(streams == s) & (fine == f)] = per_channel[order].mean(axis=0).max()
+    return out
 
 
 def expected_window_cycles(window, density: jax.Array, fine: jax.Array,

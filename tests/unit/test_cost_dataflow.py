@@ -311,3 +311,33 @@ def test_the_hls_ram_model_relaxes_and_differentiates():
 def test_an_unknown_ram_model_is_named():
     with pytest.raises(df.CostModelError, match="ResourceParams.ram is 'bram': expected one of lutram, hls"):
         df.ResourceParams(ram="bram")
+
+
+def test_measured_histograms_set_the_rate_by_the_slowest_stream():
+    """Four channels of a 1x1 conv (windows of one product): channels 0 and 1 always non-zero (one
+    cycle per window), 2 and 3 always zero (skipped: none). Dealt slowest first in a snake, two
+    streams get one slow and one fast channel each: 0.5 cycles per window. With four streams one
+    stream holds a slow channel alone: 1 cycle, the same as the dense engine's."""
+    histograms = ((0.0, 1.0), (0.0, 1.0), (1.0, 0.0), (1.0, 0.0))
+    assert sp.stream_window_cycles(np.array(histograms), 2, 1) == 0.5
+    assert sp.stream_window_cycles(np.array(histograms), 4, 1) == 1.0
+    assert sp.stream_window_cycles(np.array(histograms), 2, 1, skip_zero_windows=False) == 1.0
+    conv = Conv2D("c", (6, 6, 4), 8, kernel=(1, 1), padding=((0, 0), (0, 0)))
+    net = df.Network.build([conv], {"c": sp.UnstructuredPattern(histograms=histograms)})
+    dense = df.Network.build([conv])
+    for ci, speedup in ((2, 2.0), (4, 1.0)):
+        folding = df.Folding.of(net, coarse_in={"c": ci}, coarse_out={"c": 1})
+        sparse_cycles = float(df.evaluate(net, folding, df.Density.dense(net), U250).layer_cycles[0])
+        dense_cycles = float(df.evaluate(dense, folding, df.Density.dense(dense), U250).layer_cycles[0])
+        assert dense_cycles / sparse_cycles == speedup
+    relaxed = df.evaluate(net, df.Folding.minimal(net), df.Density.dense(net), U250, temperature=0.1)
+    assert np.isfinite(np.asarray(relaxed.layer_cycles)).all()
+
+
+def test_histograms_of_the_wrong_shape_or_not_distributions_are_named():
+    conv = Conv2D("c", (6, 6, 4), 8)
+    with pytest.raises(df.CostModelError, match=r"node 'c': HASS histograms of shape \(4, 2\), expected \(4, 10\)"):
+        df.Network.build([conv], {"c": sp.UnstructuredPattern(histograms=((0.5, 0.5),) * 4)})
+    bad = ((0.5,) * 10,) * 4
+    with pytest.raises(df.CostModelError, match="node 'c': every row of its HASS histograms must be a distribution"):
+        df.Network.build([conv], {"c": sp.UnstructuredPattern(histograms=bad)})
