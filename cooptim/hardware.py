@@ -6,6 +6,8 @@ trained (sparse) network and on its dense counterpart, so the speedup is the hea
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import cost_models as cm
@@ -23,12 +25,17 @@ def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
         raise ConfigError(f"{source}: '{key}': {e}") from None
 
 
-def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = False) -> cm.Network:
+def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = False,
+               histograms: dict | None = None) -> cm.Network:
     """The cost model's network of a cooptim model: its graph (`nn.graph_of`, every node an
-    engine) and its sparse layers' patterns (all dense with `dense=True`)."""
+    engine) and its sparse layers' patterns (all dense with `dense=True`). `histograms`
+    (`nn.measure_window_histograms`) go into the patterns of the HASS layers they were measured on."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     patterns = {} if dense else {n.name: layers[n.name].current_method().pattern()
                                  for n in graph.nodes if n.name in layers}
+    for name, histogram in (histograms or {}).items():
+        if not dense:
+            patterns[name] = dataclasses.replace(patterns[name], histograms=tuple(map(tuple, histogram.tolist())))
     return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
@@ -135,16 +142,18 @@ def check_dense_design(model, in_shape: tuple, cfg: Config, source: str = "<conf
 
 
 def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>", gates: dict | None = None,
-                    activations: dict | None = None) -> dict:
+                    activations: dict | None = None, histograms: dict | None = None) -> dict:
     """Cost of the trained network and of its dense counterpart on the configured device.
 
     `graph`: the model's graph, `nn.graph_of(model, in_shape)`; `gates`: the measured gate activity
     of dynamically gated layers (`nn.measure_gates`); `activations`: the measured activation
-    density of layers that skip zero activations (`nn.measure_activity`). `nodes` lists every
-    engine, weighted or not.
+    density of layers that skip zero activations (`nn.measure_activity`); `histograms` their
+    measured window histograms (`nn.measure_window_histograms`: the cost model then deals their
+    channels to the engine's streams and waits for the slowest). `nodes` lists every engine,
+    weighted or not.
     """
     device = device_of(cfg.hardware, source)
-    sparse_net = network_of(model, graph, cfg.hardware)
+    sparse_net = network_of(model, graph, cfg.hardware, histograms=histograms)
     dense_net = network_of(model, graph, cfg.hardware, dense=True)
     sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates, activations=activations), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
@@ -166,4 +175,5 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
         "layer_names": list(sparse_net.names),
         "nodes": nodes,
         "skip_buffers": {merge: {"edge_from": src, "words": words} for merge, (src, words) in skip.items()},
+        "measured_histograms": sorted(histograms or {}),
     }

@@ -65,8 +65,10 @@ def build_report(cfg: Config, model, dataset: data_lib.Dataset, steps: int, test
     graph = nn.graph_of(model, dataset.image_shape)  # built once, used by both reports
     gates, activations = nn.measure_activity(model, (images for images, _ in
                                                      data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    histograms = nn.measure_window_histograms(model, (images for images, _ in
+                                                      data_lib.eval_batches(dataset.test, cfg.data.eval_batch_size)))
     layers = layer_report(model, graph.weighted, gates, activations)
-    hardware = hardware_report(model, graph, cfg, source, gates, activations)
+    hardware = hardware_report(model, graph, cfg, source, gates, activations, histograms)
     cycles = dict(zip(hardware["layer_names"], hardware["sparse"]["layer_cycles"]))
     for row in layers:
         row["cycles"] = cycles[row["name"]]

@@ -14,6 +14,7 @@ from cost_models import sparsity as cm_sparsity
 from cooptim.config import Config, ConfigError, SparsityConfig
 from cooptim.nn.blocks import graph_of
 from cooptim.nn.gates import GateRecord
+from cooptim.nn import histograms as _histograms
 from cooptim.nn.layers import SparseConv, SparseDense, SparseLayer, refresh_masks, set_progress
 from cooptim.nn.variables import DensityLogit, InputThreshold, LayerSparsity, Progress, StoredMask
 from cooptim.nn.taps import ActivationKept, GateTap, LayerInput, capture
@@ -164,6 +165,14 @@ def measure_activity(model: nnx.Module, batches) -> tuple[dict[str, dict[str, fl
     return gates, {name: kept[name] / max(total[name], 1) for name in thresholds}
 
 
+def measure_window_histograms(model: nnx.Module, batches) -> dict:
+    """{layer: (C_in, K^2 + 1) histogram} of the ungrouped convs whose method skips zero
+    activations (HASS): per input channel, the distribution of windows by their number of
+    non-zero weight x activation products (`cooptim.nn.histograms`). Empty without such layers."""
+    convs = [layer for layer in unstructured_layers(model) if isinstance(layer, SparseConv)]
+    return _histograms.measure_window_histograms(model, convs, batches) if convs else {}
+
+
 def measure_gates(model: nnx.Module, batches) -> dict[str, dict[str, float]]:
     """The gates' part of `measure_activity`."""
     return measure_activity(model, batches)[0]
@@ -194,6 +203,7 @@ __all__ = [
     "graph_of",
     "measure_activity",
     "measure_gates",
+    "measure_window_histograms",
     "refresh_masks",
     "resnet20",
     "set_progress",
