@@ -62,8 +62,9 @@ def test_report_has_the_hardware_cost_of_sparse_and_dense(trained):
     _, report = trained
     hw = report["hardware"]
     assert hw["device"] == "zcu102" and hw["accelerator"] == "dataflow"
-    # conv2 and conv3 are 2:4 and hold ~98% of the MACs: the DSE'd pipeline is about 2x faster
-    assert 1.5 < hw["speedup"] <= 2.0 + 1e-6
+    # conv2 and conv3 are 2:4 and hold ~98% of the MACs: at most 2x faster; less, because the
+    # ReLU and pool engines, which sparsity does not speed up, take LUTs for their streams
+    assert 1.3 < hw["speedup"] <= 2.0 + 1e-6
     for design in ("sparse", "dense"):
         assert all(0 < u <= 1 for k, u in hw[design]["utilisation"].items() if k != "bandwidth")
     assert hw["bottleneck_layer"] in {row["name"] for row in report["layers"]}
