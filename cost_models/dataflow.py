@@ -323,6 +323,10 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     t["index_bits"] = np.array([p.index_bits_per_value for p in net.patterns], np.float64)
     t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
     t["node"] = np.arange(len(net.patterns))
+    gates = [p.gate_macs(int(c_in), int(c_out), int(ho_wo), (int(kh), int(kw))) if kind == CONV and isinstance(
+        p, sp.DynamicPattern) else (0.0, 0.0, 1) for p, kind, c_in, c_out, ho_wo, kh, kw in zip(
+        net.patterns, t["kind"], t["c_in"], t["c_out"], t["ho_wo"], t["kh"], t["kw"])]
+    t["gate_spatial_macs"], t["gate_channel_macs"], t["gate_taps"] = (np.array(g, np.float64) for g in zip(*gates))
     t["histograms"] = _histograms(net, t)
     # Pipeline fill: the fraction of its input a layer must receive before its first output.
     window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
@@ -549,7 +553,13 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
                                              temperature, t["skip_zero"][rows], xp)
         window = _set_rows(window, rows, expected, xp)
     window = _measured_window_cycles(t, ci, cg, fine, window, temperature, xp)
-    conv_compute = dot_products * window
+    # DPACS's gating heads (`DynamicPattern.gate_macs`). The spatial gate is an engine of its own
+    # beside the layer's, reading the same input streams: a conv with one output channel on
+    # ci x cg x min(fine, its taps) multipliers; the pipeline runs at the slower of the two. The
+    # channel gate, once per image, is a matrix on the layer's ci x co x cg lanes before its products.
+    gate_multipliers = xp.where(t["gate_spatial_macs"] > 0, ci * cg * xp.minimum(fine, t["gate_taps"]), 0.0)
+    spatial_gate = t["gate_spatial_macs"] / xp.maximum(gate_multipliers, 1.0)
+    conv_compute = xp.maximum(dot_products * window + t["gate_channel_macs"] / (ci * co * cg), spatial_gate)
     dense_compute = t["c_in"] * t["c_out"] * factor / (ci * co)  # fpgaConvNet inner product, fine = 1
     compute = xp.select([is_conv, is_dense], [conv_compute, dense_compute], t["in_pad_words"] / ci)
     # Data-movement bounds: the sliding window reads the padded input, one word per stream per
@@ -564,7 +574,7 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     multipliers = xp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 0.0)
     # fpgaConvNet (hls): the dot-product multipliers plus one accumulator per output stream.
     accumulators = xp.select([is_conv, is_dense], [co * cg, co], 0.0)
-    dsp = multipliers * dsp_per_multiplier(pr) + accumulators
+    dsp = (multipliers + gate_multipliers) * dsp_per_multiplier(pr) + accumulators
     stored = xp.where(work == sp.STRUCTURED, d_w, 1.0)  # structured patterns store kept values only
     weight_bits = pr.weight_bits + t["index_bits"]
     banks = xp.maximum(multipliers, 1.0)
@@ -685,6 +695,7 @@ def evaluate(net: Network, folding: Folding, density: Density, device: Device, *
     # --- off-chip traffic and energy
     bandwidth_gbps = io_bits * throughput / 1e9
     effective_macs = (t["macs"] * layer.macs_factor).sum()
+    effective_macs = effective_macs + (t["gate_spatial_macs"] + t["gate_channel_macs"]).sum()  # DPACS gates too
     dynamic_pj = (effective_macs * (energy.pj_per_mac + energy.pj_per_onchip_word)
                   + (t["in_words"] + t["out_words"]).sum() * energy.pj_per_onchip_word
                   + io_bits * energy.pj_per_dram_bit)

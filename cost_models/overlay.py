@@ -91,12 +91,10 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     per_lane = np.where(is_compute & (work == sp.UNSTRUCTURED), np.minimum(cin, engine.pe_in), 1).astype(int)
     lane_max = sp.expected_lane_max(per_lane, jnp.clip(d_w * d_a, 0.0, 1.0), engine.pe_out)
     compute_factor = jnp.where(work == sp.UNSTRUCTURED, lane_max / per_lane, factor)
-    # DPACS gating heads: spatial 1x1 conv (C MACs per pixel) + channel linear layer (C x C/g).
-    gate_macs = np.array([
-        (t["in_words"][i] + t["c_in"][i] * t["c_in"][i] / max(getattr(p, "channel_group", 1), 1))
-        if p.work_kind == sp.DYNAMIC else 0.0
-        for i, p in enumerate(net.patterns)])
-    compute = dense_compute * compute_factor + gate_macs / (engine.pe_in * engine.pe_out)
+    # DPACS's gating heads as built (`DynamicPattern.gate_macs`): the spatial gate has one output
+    # channel, so it fills one of the array's pe_out columns; the channel gate is a matrix.
+    gate_cycles = t["gate_spatial_macs"] / engine.pe_in + t["gate_channel_macs"] / (engine.pe_in * engine.pe_out)
+    compute = dense_compute * compute_factor + gate_cycles
 
     # Memory: weights (values + indices) once per image, input and output activations.
     stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)
@@ -113,6 +111,7 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     cycles = layer_cycles.sum()
     clock_hz = device.clock_mhz * 1e6
     effective_macs = (t["macs"] * factor).sum()
+    effective_macs = effective_macs + (t["gate_spatial_macs"] + t["gate_channel_macs"]).sum()  # DPACS gates too
     energy_j = ((effective_macs * energy.pj_per_mac + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
                 + energy.static_watts * cycles / clock_hz)
     return OverlayCost(layer_cycles, compute, memory, cycles, clock_hz / cycles, cycles / clock_hz,

@@ -144,15 +144,28 @@ class DynamicPattern:
 
     `channel_group` channels share one mask bit; `precompute_channel_mask` means the mask is known
     before the block's weights are fetched, so pruned groups' weights are never loaded.
+    `spatial_gate_window`: the spatial gate's window, None for the layer's own (what cooptim's
+    gates are, `cooptim.nn.gates`); DPACS's paper uses a 1 x 1 conv, (1, 1).
     """
 
     spatial: bool = True
     channel: bool = True
     channel_group: int = 1
     precompute_channel_mask: bool = True
+    spatial_gate_window: tuple[int, int] | None = None
     kind: Literal["dynamic"] = "dynamic"
     work_kind = DYNAMIC
     index_bits_per_value = 0
+
+    def gate_macs(self, c_in: int, c_out: int, out_positions: int, window: tuple[int, int]) -> tuple[float, float, int]:
+        """The gating heads' multiply-accumulates per image, as built: (spatial, channel, the spatial
+        gate's taps). The spatial head is a conv of the gate window over C_in to one channel at
+        each of the layer's output positions; the channel head a (C_in, C_out / channel_group)
+        matrix on the input's channel means (their H x W x C_in additions not counted)."""
+        kh, kw = self.spatial_gate_window or window
+        spatial = out_positions * kh * kw * c_in if self.spatial else 0.0
+        channel = c_in * c_out / self.channel_group if self.channel else 0.0
+        return float(spatial), float(channel), kh * kw
 
     def describe(self) -> str:
         parts = [p for p, on in (("spatial", self.spatial), ("channel", self.channel)) if on]

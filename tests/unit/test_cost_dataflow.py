@@ -296,7 +296,8 @@ def test_the_hls_ram_model_puts_even_a_tiny_memory_in_bram_and_drops_unread_padd
 def test_the_hls_ram_model_relaxes_and_differentiates():
     net = small_net()
     density = df.Density.dense(net)
-    folding = df.Folding(*(jnp.array(v, jnp.float32) for v in ([2, 4, 4, 2, 8], [2, 1, 1, 4, 2], [1] * 5, [3, 1, 1, 3, 1])))
+    folding = df.Folding(*(jnp.array(v, jnp.float32)
+                           for v in ([2, 4, 4, 2, 8], [2, 1, 1, 4, 2], [1] * 5, [3, 1, 1, 3, 1])))
 
     def bram(log_co):
         f = folding._replace(coarse_out=jnp.exp(log_co))
@@ -341,3 +342,28 @@ def test_histograms_of_the_wrong_shape_or_not_distributions_are_named():
     bad = ((0.5,) * 10,) * 4
     with pytest.raises(df.CostModelError, match="node 'c': every row of its HASS histograms must be a distribution"):
         df.Network.build([conv], {"c": sp.UnstructuredPattern(histograms=bad)})
+
+
+def test_dpacs_gates_cost_what_cooptim_builds():
+    """16 -> 32 channels, 8x8, 3x3, every gate on (density 1). The spatial gate is a 3x3 conv over
+    16 channels to one channel at 64 positions (9,216 MACs), an engine of its own on
+    ci x min(fine, 9) multipliers; the channel gate a 16 x 32 matrix (512 MACs, channel_group 1)
+    on the layer's lanes before its products. DPACS's 1 x 1 spatial gate: 1,024 MACs."""
+    conv = Conv2D("c", (8, 8, 16), 32)
+    dense = df.Network.build([conv])
+    # The gate never sets the rate: it reads the same streams and has one output channel of the
+    # layer's, at no more windows. It costs multipliers.
+    cases = [  # (pattern, coarse_in, coarse_out, fine, the layer's cycles, extra multipliers)
+        (sp.DynamicPattern(), 1, 1, 1, 100 * 16 * 32 * 9 + 512, 1),
+        (sp.DynamicPattern(), 4, 32, 9, max(100 * 4 + 512 / 128, 9_216 / 36), 36),
+        (sp.DynamicPattern(), 16, 32, 9, max(100 + 1, 9_216 / 144), 144),
+        (sp.DynamicPattern(spatial_gate_window=(1, 1)), 16, 32, 9, max(100 + 1, 1_024 / 16), 16),
+        (sp.DynamicPattern(spatial=False), 16, 32, 9, 100 + 1, 0),
+    ]
+    for pattern, ci, co, fine, cycles, gate_multipliers in cases:
+        net = df.Network.build([conv], {"c": pattern})
+        folding = df.Folding.of(net, coarse_in={"c": ci}, coarse_out={"c": co}, fine={"c": fine})
+        cost = df.evaluate(net, folding, df.Density.dense(net), U250)
+        dense_dsp = float(df.evaluate(dense, folding, df.Density.dense(dense), U250).layer_dsp[0])
+        assert float(cost.layer_cycles[0]) == pytest.approx(cycles), (pattern, ci, co, fine)
+        assert float(cost.layer_dsp[0]) == dense_dsp + gate_multipliers, (pattern, ci, co, fine)
