@@ -10,7 +10,8 @@ Sparsity:
   dynamic (DPACS): compute scales by active positions x active channels; input traffic by active
     positions; weight traffic by active channels only if the channel mask is computed before the
     weights are fetched (DPACS's channel-mask precomputation), else all weights are loaded; the
-    gating heads add their own work (a 1x1 conv to one logit per pixel, and a C x C/g linear layer).
+    gating heads add their own work (`DynamicPattern.gate_macs`: the spatial gate, one output
+    channel, fills one of the pe_out columns; the channel head is a matrix).
   unstructured on an overlay (Kang, TCSVT 2019): the array fetches pe_in activations at a time
     and each of its pe_out filter lanes multiplies them with its non-zero weights of that group; the
     next fetch waits for the fullest lane, so a fetch costs E[max over the pe_out lanes of nnz] /
@@ -22,7 +23,7 @@ Sparsity:
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -117,3 +118,30 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     return OverlayCost(layer_cycles, compute, memory, cycles, clock_hz / cycles, cycles / clock_hz,
                        jnp.float32(engine.pe_in * engine.pe_out * df.dsp_per_multiplier(pr)), dram_bits.sum(), energy_j,
                        effective_macs)
+
+
+def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: Engine, density: df.Density,
+                    device: Device, *, temperature: float | None = None,
+                    energy: df.EnergyParams = df.EnergyParams()) -> OverlayCost:
+    """DPACS's parallel variant: the layers of each block (a residual block's convs) each on an
+    `engine` of their own, pipelined, so a block takes the slowest engine's compute or the block's
+    whole off-chip traffic at the device's bandwidth, whichever is longer (the memory I/O
+    bottleneck DPACS reports as pruning removes compute). The layers in no block run one after
+    the other on one `engine`, as in `evaluate`; `layer_cycles` gives each block's time to its
+    first layer and 0 to the others."""
+    single = evaluate(net, engine, density, device, temperature=temperature, energy=energy)
+    index = {name: i for i, name in enumerate(net.names)}
+    unknown = sorted({name for block in blocks for name in block} - set(index))
+    if unknown:
+        raise df.CostModelError(f"block layer {unknown[0]!r} is no node of the network")
+    layer_cycles = single.layer_cycles
+    for block in blocks:
+        rows = np.array([index[name] for name in block])
+        both = jnp.stack([single.compute_cycles[rows].max(), single.memory_cycles[rows].sum()])
+        layer_cycles = layer_cycles.at[rows].set(0.0).at[rows[0]].set(smooth_max(both, temperature, axis=0))
+    cycles = layer_cycles.sum()
+    clock_hz = device.clock_mhz * 1e6
+    engines = len(blocks and max(blocks, key=len)) or 1
+    energy_j = single.energy_j - energy.static_watts * (single.cycles - cycles) / clock_hz
+    return single._replace(layer_cycles=layer_cycles, cycles=cycles, throughput=clock_hz / cycles,
+                           latency=cycles / clock_hz, dsp=single.dsp * engines, energy_j=energy_j)

@@ -96,3 +96,23 @@ def test_grad_and_vmap_over_density():
     assert g.shape == (2,) and bool(jnp.all(g > 0))
     batch = jax.jit(jax.vmap(f))(jnp.linspace(0.2, 1.0, 5)[:, None] * jnp.ones(2))
     assert batch.shape == (5,) and bool(jnp.all(jnp.diff(batch) > 0))
+
+
+def test_a_block_of_engines_takes_its_slowest_engine_or_its_whole_traffic():
+    """DPACS's parallel variant: a and b in one block, each on its own engine; c alone after them."""
+    layers = [Conv2D("a", (16, 16, 32), 32), Conv2D("b", (16, 16, 32), 64), Conv2D("c", (16, 16, 64), 16)]
+    net = df.Network.build(layers)
+    engine, density = overlay.Engine(8, 8), df.Density.dense(net)
+    single = overlay.evaluate(net, engine, density, ZCU102)
+    blocks = overlay.evaluate_blocks(net, [["a", "b"]], engine, density, ZCU102)
+    compute, memory = np.asarray(single.compute_cycles), np.asarray(single.memory_cycles)
+    block = max(compute[:2].max(), memory[:2].sum())
+    np.testing.assert_allclose(np.asarray(blocks.layer_cycles), [block, 0.0, single.layer_cycles[2]], rtol=1e-6)
+    assert float(blocks.cycles) < float(single.cycles) and float(blocks.dsp) == 2 * float(single.dsp)
+    # a slow off-chip link makes the block's whole traffic the bound
+    slow = dataclasses.replace(ZCU102, bandwidth_gbps=0.05)
+    memory_bound = overlay.evaluate_blocks(net, [["a", "b"]], engine, density, slow)
+    slow_memory = np.asarray(overlay.evaluate(net, engine, density, slow).memory_cycles)
+    assert float(memory_bound.layer_cycles[0]) == pytest.approx(slow_memory[:2].sum(), rel=1e-6)
+    with pytest.raises(df.CostModelError, match="block layer 'x' is no node of the network"):
+        overlay.evaluate_blocks(net, [["a", "x"]], engine, density, ZCU102)
