@@ -321,6 +321,11 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     t["max_fine"] = np.where(t["kind"] == CONV, t["k2"], 1)
     t["work_kind"] = np.array([p.work_kind if c else sp.DENSE for p, c in zip(net.patterns, compute)], np.int32)
     t["index_bits"] = np.array([p.index_bits_per_value for p in net.patterns], np.float64)
+    # CSP stores no indices but one length counter per weight row (its cascade), over the row's
+    # kept values: counter_bits / (columns x kept) bits per stored value
+    for i, p in enumerate(net.patterns):
+        if isinstance(p, sp.CSPPattern) and compute[i]:
+            t["index_bits"][i] = p.counter_bits / (t["max_co"][i] * p.kept)
     t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
     t["node"] = np.arange(len(net.patterns))
     gates = [p.gate_macs(int(c_in), int(c_out), int(ho_wo), (int(kh), int(kw))) if kind == CONV and isinstance(

@@ -245,6 +245,11 @@ def test_a_csp_layer_works_and_stores_its_kept_fraction():
     csp = df.evaluate(csp_net, folding, df.Density.from_patterns(csp_net), U250)
     assert float(csp.layer_cycles[0]) == pytest.approx(0.375 * float(dense.layer_cycles[0]))
     assert float(csp.effective_macs) == pytest.approx(0.375 * float(dense.effective_macs))
+    # storage: the kept values, and one cascade-length counter (0..4 chunks: 3 bits) per weight row
+    # (3 x 3 x 64 = 576 rows), no indices
+    t = df.tables(csp_net)
+    stored = df.layer_costs(t, folding, np.array([0.375]), np.array([1.0]), csp_net.precision, xp=np).weight_bits
+    assert float(stored[0]) == pytest.approx(64 * 64 * 9 * 0.375 * 16 + 576 * 3)
     with pytest.raises(ValueError, match="kept must be in"):
         sp.CSPPattern(chunks=4, kept=0.0)
 
