@@ -136,18 +136,17 @@ def _more_records(per_layer, seed):
     rng = random.Random(seed)
     records, t_peer = [], 0.0
     for name, h, w, c, f, k, s, p, g in MORE_CONVS:
-        options = [(ci, co, cg, fi) for ci in factors(c // g) for co in factors(f // g) for cg in [1]
-                   for fi in factors(k * k)]
-        largest = max(options, key=lambda o: (o[0] * o[1] * o[2], o[3]))
-        for ci, co, cg, fi in [(1, 1, 1, 1), largest] + rng.sample(options, min(per_layer - 2, len(options))):
+        options = [(ci, co, fi) for ci in factors(c // g) for co in factors(f // g) for fi in factors(k * k)]
+        largest = max(options, key=lambda o: (o[0] * o[1], o[2]))
+        for ci, co, fi in [(1, 1, 1), largest] + rng.sample(options, min(per_layer - 2, len(options))):
             t0 = time.perf_counter()
             layer = ConvolutionLayer(filters=f, rows=h, cols=w, channels=c, coarse_in=ci, coarse_out=co,
-                                     coarse_group=cg, kernel_size=k, stride=s, pad=p, groups=g, fine=fi)
+                                     kernel_size=k, stride=s, pad=p, groups=g, fine=fi)
             peer = {"cycles": layer.latency(), **layer.resource()}
             t_peer += time.perf_counter() - t0
             records.append({"layer": {"type": "conv", "name": name, "in_shape": [h, w, c], "out_channels": f,
                                       "kernel": k, "stride": s, "padding": p, "groups": g},
-                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": cg, "fine": fi},
+                            "folding": {"coarse_in": ci, "coarse_out": co, "coarse_group": 1, "fine": fi},
                             "peer": peer})
     for name, h, w, c, k, s, p in POOLS:
         for coarse in [1, c] + rng.sample(factors(c)[1:-1], min(per_layer - 2, len(factors(c)) - 2)):

@@ -33,8 +33,8 @@ def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = Fals
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     patterns = {} if dense else {n.name: layers[n.name].current_method().pattern()
                                  for n in graph.nodes if n.name in layers}
-    for name, histogram in (histograms or {}).items():
-        if not dense:
+    if not dense:
+        for name, histogram in (histograms or {}).items():
             patterns[name] = dataclasses.replace(patterns[name], histograms=tuple(map(tuple, histogram.tolist())))
     return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 

@@ -66,7 +66,7 @@ class ResourceParams:
     `ff_coefficients`. The defaults are our non-negative least-squares fit, by relative error, to
     fpgaconvnet-model 0.1.4.2's (hls backend) predictions for the 363 conv and fc records of
     tests/fixtures/fpgaconvnet_peer.json (`python benchmarks/fit_logic.py` prints them): median
-    relative error 1.9% (LUT) and 1.7% (FF), at most 22% and 19% (fpgaConvNet fits its module
+    relative error 1.9% (LUT) and 1.6% (FF), at most 22% and 19% (fpgaConvNet fits its module
     models to synthesis results). A pooling engine:
     per stream, a constant plus one per window tap, the line through the peer's figures for its
     2 x 2 and 3 x 3 max pools (its pool logic grows linearly with the window; exact on both).
@@ -378,15 +378,13 @@ def _measured_window_cycles(t: dict, ci, cg, fine, window, temperature, xp):
     measured = np.flatnonzero([h is not None for h in t["histograms"]])
     if measured.size == 0:
         return window
-    folding = [_concrete(x) for x in (ci, cg, fine)]
+    concrete = [_concrete(x) for x in (ci, cg, fine)]
     for node in np.unique(t["node"][measured]):
         rows = measured[t["node"][measured] == node]
         h = t["histograms"][rows[0]]
-        if temperature is None and all(f is not None for f in folding):
-            streams = np.round(np.broadcast_to(folding[0], window.shape)[rows]
-                               * np.broadcast_to(folding[1], window.shape)[rows])
-            cycles = sp.stream_window_cycles(h, streams, np.round(np.broadcast_to(folding[2], window.shape)[rows]),
-                                             bool(t["skip_zero"][rows[0]]))
+        if temperature is None and all(f is not None for f in concrete):
+            ci_, cg_, fine_ = (np.round(np.broadcast_to(f, window.shape)[rows]) for f in concrete)
+            cycles = sp.stream_window_cycles(h, ci_ * cg_, fine_, bool(t["skip_zero"][rows[0]]))
         else:
             j = np.arange(h.shape[1])
             per_bin = sp.soft_ceil(j / xp.asarray(fine)[rows][..., None], h.shape[1] - 1, temperature, xp)
@@ -465,16 +463,16 @@ def _hls_fifo_bram18(width, depth, configs, temperature, xp=jnp):
     return xp.where(depth > 0, blocks, 0.0)
 
 
-def _hls_bram18(t: dict, ci, co, cg, fine, weights_per_bank, weight_bits, streams_in, pr: Precision,
+def _hls_bram18(t: dict, ci, co, cg, banks, weights_per_bank, weight_bits, streams_in, pr: Precision,
                 resources: ResourceParams, temperature, xp):
     """Each engine's BRAM18 as fpgaconvnet-model 0.1.4.2's hls backend counts it
     (models/layers/hls/ConvolutionLayer.py and InnerProductLayer.py `resource`, modules/
-    SlidingWindow.py and Accum.py `rsc`), with our widths: (weights, everything) per row."""
+    SlidingWindow.py and Accum.py `rsc`), with our widths: (weights, everything) per row.
+    `banks`: the weight memories, one per multiplier."""
     configs = resources.hls_bram_configs
     kind = t["kind"]
     is_conv, is_dense, is_pool = kind == CONV, kind == DENSE_LAYER, kind == POOL
     compute = is_conv | is_dense
-    banks = xp.select([is_conv, is_dense], [ci * co * cg * fine, ci * co], 1.0)
     weights = xp.where(compute & (t["params"] > 0),
                        banks * _hls_ram_bram18(weight_bits, weights_per_bank, configs, temperature, xp), 0.0)
     # the sliding window, one per input stream: K_h - 1 line buffers of a row's words (+1) and
@@ -593,17 +591,18 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     # block per memory and per block column (models/layers/utils.py, stream_buffer)
     row_bram = banks * xp.ceil(weight_bits / resources.bram_configs[-1][0] - 1e-9)
     row_uram = banks * xp.ceil(weight_bits / resources.uram_configs[-1][0] - 1e-9)
-    has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
-    line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
-                        t["c_in"] / streams_in * t["wp"], resources, temperature, xp)
-    # A merge's skip FIFO: `skip_words` deep, one stream per coarse lane (our model, see
-    # `Graph.skip_buffers`; fpgaConvNet sizes these buffers in its hardware generator).
-    skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature, xp)
-    bram = (weight_bram + xp.where(has_window, line_bram, 0.0)
-            + xp.where(t["skip_words"] > 0, skip_bram, 0.0))
     if resources.ram == "hls":
-        weight_bram, bram = _hls_bram18(t, ci, co, cg, fine, t["params"] * stored / banks, weight_bits,
+        weight_bram, bram = _hls_bram18(t, ci, co, cg, banks, t["params"] * stored / banks, weight_bits,
                                         streams_in, pr, resources, temperature, xp)
+    else:
+        has_window = ((kind == CONV) | (kind == POOL)) & (t["kh"] > 1)
+        line_bram = _bram18((t["kh"] - 1) * streams_in * pr.data_bits,
+                            t["c_in"] / streams_in * t["wp"], resources, temperature, xp)
+        # A merge's skip FIFO: `skip_words` deep, one stream per coarse lane (our model, see
+        # `Graph.skip_buffers`; fpgaConvNet sizes these buffers in its hardware generator).
+        skip_bram = _bram18(pr.data_bits * ci, t["skip_words"] / ci, resources, temperature, xp)
+        bram = (weight_bram + xp.where(has_window, line_bram, 0.0)
+                + xp.where(t["skip_words"] > 0, skip_bram, 0.0))
     has_weights = (t["params"] > 0) & (weight_bram > 0)
     is_compute = is_conv | is_dense
     width = pr.data_bits / 16  # the fit is for 16-bit streams; logic scales with the width

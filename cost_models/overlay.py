@@ -141,7 +141,7 @@ def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: En
         layer_cycles = layer_cycles.at[rows].set(0.0).at[rows[0]].set(smooth_max(both, temperature, axis=0))
     cycles = layer_cycles.sum()
     clock_hz = device.clock_mhz * 1e6
-    engines = len(blocks and max(blocks, key=len)) or 1
+    engines = max((len(block) for block in blocks), default=1)  # the largest block's, reused by the others
     energy_j = single.energy_j - energy.static_watts * (single.cycles - cycles) / clock_hz
     return single._replace(layer_cycles=layer_cycles, cycles=cycles, throughput=clock_hz / cycles,
                            latency=cycles / clock_hz, dsp=single.dsp * engines, energy_j=energy_j)

@@ -14,6 +14,7 @@ import numpy as np
 
 import cost_models as cm
 from cost_models import overlay, training
+from resnet18_vs_fpgaconvnet import zoo_graph  # this folder's: the zoo's graphs at 224 x 224
 
 ZCU102, U250, VCU1525 = (cm.get_device(n) for n in ("zcu102", "u250", "vcu1525"))
 RESNET18 = cm.networks.resnet18()
@@ -53,23 +54,13 @@ DPACS_ENGINE = {"serial": (32, 32), "parallel": (16, 16)}
 DPACS_ZCU102 = dataclasses.replace(ZCU102, clock_mhz=188.0)
 
 
-def _dpacs_graph(network: str) -> cm.Graph:
-    if network == "resnet18":
-        return RESNET18
-    from cooptim import config as config_lib, nn  # the zoo's ResNet-50 (cost_models has ResNet-18 only)
-
-    cfg = config_lib.from_dict({"name": network, "model": {"name": network},
-                                "sparsity": {"default": {"method": "dense"}}})
-    return nn.graph_of(nn.build_model(cfg, (224, 224, 3), 1000), (224, 224, 3))
-
-
 def dpacs(network: str, variant: str, pruned: float, gate_window=(1, 1)) -> cm.overlay.OverlayCost:
     """`network` on the ZCU102 (int8, 188 MHz) on DPACS's `variant` engine: every conv inside a
     residual block gated spatially and by channel, `pruned` of positions and of channels off. The
     spatial gates are DPACS's 1 x 1 convs (`gate_window`; None: the conv's own window, as
     cooptim's gates are). Parallel: each block's layers on engines of their own
     (`overlay.evaluate_blocks`)."""
-    graph = _dpacs_graph(network)
+    graph = zoo_graph(network)
     block_of = {n.name: n.name.rsplit(".", 1)[0] for n in graph.nodes if n.name.startswith("layer")}
     gated = [n.name for n in graph.nodes if isinstance(n.layer, cm.Conv2D) and n.name in block_of
              and "downsample" not in n.name]

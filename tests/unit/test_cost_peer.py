@@ -6,6 +6,7 @@ in the peer's own environment).
 """
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,6 @@ def test_resource_estimates_stay_within_the_stated_agreement(comparison):
 @pytest.mark.skipif(importlib.util.find_spec("fpgaconvnet") is None,
                     reason="fpgaconvnet-model is not importable here (it needs its own environment)")
 def test_live_peer_reproduces_the_fixture(tmp_path):
-    import json
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
@@ -71,8 +71,6 @@ NETWORK_FIXTURE = Path(__file__).parents[1] / "fixtures" / "fpgaconvnet_resnet18
 @pytest.fixture(scope="module")
 def resnet18_network():
     """Dense ResNet-18's 56 nodes at the fixture's foldings: (fixture nodes, our cost)."""
-    import json
-
     fixture = json.loads(NETWORK_FIXTURE.read_text())
     return fixture, peer.evaluate_network_fixture(fixture)
 
@@ -118,8 +116,6 @@ def test_hass_engines_with_measured_histograms_agree_with_fpgaconvnets_sparse_co
     expected cycles per window: equal to ours on all 30 records. Ours walk the padded input
     instead of Ho x Wo (the wheel's count, the stated difference), so where our engine is compute-
     bound too, ours x Ho Wo / our walk gives the peer's cycles exactly."""
-    import json
-
     records = json.loads(SPARSE_FIXTURE.read_text())["records"]
     assert len(records) == 30
     compute_bound = 0
