@@ -333,6 +333,9 @@ def tables(net: Network) -> dict[str, np.ndarray]:
         net.patterns, t["kind"], t["c_in"], t["c_out"], t["ho_wo"], t["kh"], t["kw"])]
     t["gate_spatial_macs"], t["gate_channel_macs"], t["gate_taps"] = (np.array(g, np.float64) for g in zip(*gates))
     t["histograms"] = _histograms(net, t)
+    # the measured mean fraction of zero products per window (NaN where none is measured)
+    t["measured_zeros"] = np.array([np.nan if h is None else 1.0 - (h @ np.arange(h.shape[1])).mean() / (h.shape[1] - 1)
+                                    for h in t["histograms"]])
     # Pipeline fill: the fraction of its input a layer must receive before its first output.
     window = np.where((t["kind"] == CONV) | (t["kind"] == POOL),
                       ((t["kh"] - 1) * t["wp"] + t["kw"]) * t["c_in"] / np.maximum(t["in_pad_words"], 1), 0.0)
@@ -556,6 +559,13 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
                                              temperature, t["skip_zero"][rows], xp)
         window = _set_rows(window, rows, expected, xp)
     window = _measured_window_cycles(t, ci, cg, fine, window, temperature, xp)
+    # Too few zeros for a sparse engine (`sp.SPARSE_ENGINE_MIN_ZEROS`): fpgaConvNet builds the
+    # dense one, and so does a concrete cost. The relaxed model keeps the sparse expectation there
+    # (at most 10% below the dense cost) so that its gradient still leads towards sparsity.
+    if temperature is None:
+        zeros = xp.where(np.isnan(t["measured_zeros"]), 1.0 - xp.clip(d_w * d_a, 0.0, 1.0), t["measured_zeros"])
+        dense_engine = (work == sp.UNSTRUCTURED) & (zeros < sp.SPARSE_ENGINE_MIN_ZEROS)
+        window = xp.where(dense_engine, xp.ceil(t["k2"] / fine - 1e-9), window)  # every window full
     # DPACS's gating heads (`DynamicPattern.gate_macs`). The spatial gate is an engine of its own
     # beside the layer's, reading the same input streams: a conv with one output channel on
     # ci x cg x min(fine, its taps) multipliers; the pipeline runs at the slower of the two. The

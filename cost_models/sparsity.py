@@ -24,6 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 DENSE, STRUCTURED, UNSTRUCTURED, DYNAMIC = 0, 1, 2, 3
+# fpgaConvNet builds an unstructured (HASS) conv as a dense engine when under this fraction of its
+# window products are zero on average (fpgaconvnet-model git source, parser/onnx/parse.py,
+# ParseOnnxConvNode.get_hardware): below it, skipping zeros saves too little for the sparse engine.
+SPARSE_ENGINE_MIN_ZEROS = 0.1
 
 
 def _index_bits(m: int) -> int:

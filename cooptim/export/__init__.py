@@ -41,13 +41,14 @@ from cooptim.emulate import load_quantized_graph
 from cooptim.export.cfiles import _arrays, _layer_header, _mem, _weights_table, params_header
 from cooptim.export import handover
 from cooptim.export.common import SCHEMA_VERSION, ExportError, c_name
-from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, window_zero_histogram
+from cooptim.export.layouts import accelerator_config, fpgaconvnet_config, mean_zero_fraction, window_zero_histogram
 from cooptim.export.readme import folder_readme
 from cooptim.export.vectors import saturation_vector, test_vectors
 from cooptim.export.vectors import summary as vectors_summary
 from cooptim.hardware import cost_summary, densities_of, design, device_of, folding_by_layer, memory_plan, network_of
 from cooptim.run import RunError
 from cost_models.graph import INPUT
+from cost_models.sparsity import SPARSE_ENGINE_MIN_ZEROS
 
 __all__ = ["SCHEMA_VERSION", "ExportError", "accelerator_config", "build_reference", "c_name", "export",
            "export_model", "export_qonnx", "fpgaconvnet_config", "params_header", "reference_dir", "run_reference",
@@ -187,13 +188,17 @@ def validate(config: dict) -> None:
 
 def _sparsity_histograms(net: q.QuantizedGraph, inputs: np.ndarray, trace: dict) -> dict:
     """For each unstructured (HASS) conv, its input windows' zero histogram over the test images
-    (vector 0, the saturation vector, left out unless it is the only one), for fpgaconvnet.json."""
+    (vector 0, the saturation vector, left out unless it is the only one), for fpgaconvnet.json.
+    A conv whose windows hold under `SPARSE_ENGINE_MIN_ZEROS` zeros on average is left out: it is
+    written as a dense conv, the engine fpgaConvNet's parser would build for it anyway."""
     histograms = {}
     for node in net.nodes:
         if node.op == "conv" and node.layer.pattern == "unstructured":
             source = node.inputs[0]
             x = inputs if source == INPUT else trace[source]["output"]
-            histograms[node.name] = window_zero_histogram(node.layer, x[1:] if len(x) > 1 else x)
+            histogram = window_zero_histogram(node.layer, x[1:] if len(x) > 1 else x)
+            if mean_zero_fraction(histogram) >= SPARSE_ENGINE_MIN_ZEROS:
+                histograms[node.name] = histogram
     return histograms
 
 

@@ -143,6 +143,12 @@ def window_zero_histogram(layer: q.QuantLayer, x: np.ndarray) -> np.ndarray:
     return np.stack([np.bincount(z, minlength=kh * kw + 1) / len(z) for z in zeros.T])
 
 
+def mean_zero_fraction(histogram: np.ndarray) -> float:
+    """The mean fraction of a window's values that are zero, over the channels of a
+    `window_zero_histogram` (row c: the fraction of windows with 0..K^2 zeros)."""
+    return float((histogram @ np.arange(histogram.shape[1])).mean() / (histogram.shape[1] - 1))
+
+
 def _parameters(net: q.QuantizedGraph, node: q.QuantNode, entry: dict, arith: dict, histogram) -> dict:
     fold = entry["folding"]
     (h_in, w_in, c_in), (h, w, c) = _hw(net.shape(node.inputs[0])), _hw(node.out_shape)

@@ -235,6 +235,30 @@ def test_fpgaconvnet_json_parses_as_its_protobuf(digits, tmp_path):
     assert sparse["sparsity"] == net.node("conv2").layer.in_shape[2] * 10
 
 
+def test_a_hass_conv_with_too_few_zeros_is_written_dense_as_fpgaconvnet_would_build_it(digits, tmp_path,
+                                                                                      monkeypatch):
+    """fpgaconvnet.json gives a HASS conv its sparse engine only where its windows hold at least
+    `SPARSE_ENGINE_MIN_ZEROS` zeros on average (fpgaConvNet's parser builds the others dense)."""
+    cfg, model, net = _narrow_network("unstructured", digits)
+
+    def convs(threshold, folder):
+        monkeypatch.setattr(ex, "SPARSE_ENGINE_MIN_ZEROS", threshold)
+        out = ex.export_model(cfg, model, digits, net, tmp_path / folder, vectors=3)
+        layers = json.loads((out / "fpgaconvnet.json").read_text())["partition"][0]["layers"]
+        return {layer["name"]: layer for layer in layers if layer["type"] == "CONVOLUTION"}
+
+    sparse = convs(0.1, "at_a_tenth")
+    hass = [name for name in sparse if net.node(name).layer.pattern == "unstructured"]
+    assert sparse[hass[0]]["op_type"] == "sparse"
+    for name in hass:
+        if sparse[name]["op_type"] == "sparse":
+            k2 = sparse[name]["parameters"]["kernel_rows"] * sparse[name]["parameters"]["kernel_cols"]
+            histogram = np.reshape(sparse[name]["parameters"]["sparsity"], (-1, k2 + 1))
+            assert (histogram @ np.arange(k2 + 1)).mean() / k2 >= 0.1, name
+    dense = convs(1.01, "above_every_layer")
+    assert all(dense[name]["op_type"] == "dense" and "sparsity" not in dense[name]["parameters"] for name in hass)
+
+
 def test_export_errors_leave_nothing_half_written(digits, tmp_path, monkeypatch):
     # a run folder without a checkpoint
     run = tmp_path / "run"

@@ -123,6 +123,33 @@ def test_unstructured_layer_uses_the_expected_window_cycles():
     assert c_half == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_hass_layer_with_under_a_tenth_zeros_is_costed_as_the_dense_engine_fpgaconvnet_builds():
+    """fpgaConvNet's parser builds a conv whose windows hold under 10% zeros on average as a dense
+    engine: a concrete cost follows it, by the Binomial model and by measured histograms; at 15%
+    zeros the sparse engine's expectation applies. The relaxed model keeps the expectation."""
+    net = df.Network.build(one_conv().layers, [sp.UnstructuredPattern()])
+    folding = df.Folding.of(net, fine={"conv": 1})
+    positions = float(df.tables(net)["positions"][0]) * 64 * 64
+
+    def cycles(density, **kw):
+        d = df.Density(np.array([density], np.float32), np.array([1.0], np.float32))
+        return float(df.evaluate(net, folding, d, U250, **kw).layer_cycles[0])
+
+    assert cycles(0.95) == positions * 9  # 5% zeros: the dense engine
+    assert cycles(0.85) == pytest.approx(positions * float(sp.expected_window_cycles(9, 0.85, 1)), rel=1e-6)
+    assert cycles(0.85) < positions * 9
+    assert cycles(0.95, temperature=0.05) < cycles(1.0, temperature=0.05)  # relaxed: fewer zeros, more cycles
+
+    conv = Conv2D("c", (6, 6, 2), 4, kernel=(1, 1), padding=((0, 0), (0, 0)))
+    dense = df.Network.build([conv])
+    one = df.Folding.of(dense)
+    dense_cycles = float(df.evaluate(dense, one, df.Density.dense(dense), U250).layer_cycles[0])
+    for zeros, speedup in ((0.08, 1.0), (0.2, 1 / 0.8)):  # both channels: a zero product with that probability
+        measured = df.Network.build([conv], {"c": sp.UnstructuredPattern(histograms=((zeros, 1 - zeros),) * 2)})
+        sparse_cycles = float(df.evaluate(measured, one, df.Density.dense(measured), U250).layer_cycles[0])
+        assert dense_cycles / sparse_cycles == pytest.approx(speedup), zeros
+
+
 def test_dense_model_agrees_with_the_unstructured_model_at_density_one():
     net_d = one_conv()
     net_u = df.Network.build(net_d.layers, [sp.UnstructuredPattern()])
