@@ -33,7 +33,7 @@ def fit(fixture: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for metric in ("LUT", "FF"):
         target = np.array([float(records[i]["peer"][metric]) for i in compute])
         coefficients, _ = nnls(features / target[:, None], np.ones(len(target)))
-        coefficients = np.round(coefficients, 2)
+        coefficients = np.round(coefficients, 3)
         out[metric] = coefficients, np.abs(features @ coefficients - target) / target
     return out
 

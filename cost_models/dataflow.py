@@ -62,11 +62,12 @@ class ResourceParams:
     LUT and FF of a compute engine: a linear model in the features of `logic_features`
     (`LOGIC_FEATURES`: multipliers, streams, lanes, and per lane the logarithms of its filters,
     output positions and channels: the counters and address logic of a lane grow with the log of
-    what it counts, as in fpgaConvNet's own per-module models), coefficients `lut_coefficients` and
+    what it counts, as in fpgaConvNet's own per-module models; and per lane its channels, linearly),
+    coefficients `lut_coefficients` and
     `ff_coefficients`. The defaults are our non-negative least-squares fit, by relative error, to
     fpgaconvnet-model 0.1.4.2's (hls backend) predictions for the 363 conv and fc records of
     tests/fixtures/fpgaconvnet_peer.json (`python benchmarks/fit_logic.py` prints them): median
-    relative error 1.9% (LUT) and 1.6% (FF), at most 22% and 19% (fpgaConvNet fits its module
+    relative error 1.8% (LUT) and 1.5% (FF), at most 9.0% and 7.4% (fpgaConvNet fits its module
     models to synthesis results). A pooling engine:
     per stream, a constant plus one per window tap, the line through the peer's figures for its
     2 x 2 and 3 x 3 max pools (its pool logic grows linearly with the window; exact on both).
@@ -74,8 +75,8 @@ class ResourceParams:
     BRAM18 aspect ratios (width -> depth) are Xilinx's (UG573).
     """
 
-    lut_coefficients: tuple = (0.0, 264.73, 6.28, 5.68, 473.4, 149.18, 23.99, 75.93)
-    ff_coefficients: tuple = (0.0, 289.87, 44.46, 16.64, 668.24, 170.45, 26.78, 75.93)
+    lut_coefficients: tuple = (0.0, 265.487, 0.0, 13.855, 474.671, 150.009, 17.825, 75.42, 0.062)
+    ff_coefficients: tuple = (0.0, 293.512, 3.393, 10.896, 669.757, 172.712, 23.233, 75.64, 0.071)
     lut_per_simple_stream: float = 200.0
     lut_per_pool_stream: float = 355.8
     lut_per_pool_tap: float = 136.8
@@ -101,12 +102,17 @@ class ResourceParams:
     def __post_init__(self):
         if self.ram not in RAM_MODELS:
             raise CostModelError(f"ResourceParams.ram is {self.ram!r}: expected one of {', '.join(RAM_MODELS)}")
+        for name in ("lut_coefficients", "ff_coefficients"):
+            if len(getattr(self, name)) != len(LOGIC_FEATURES):
+                raise CostModelError(f"ResourceParams.{name} has {len(getattr(self, name))} entries: expected "
+                                     f"{len(LOGIC_FEATURES)}, one per feature of LOGIC_FEATURES")
 
 
 RAM_MODELS = ("lutram", "hls")
 # The features of a compute engine's logic (`logic_features`), in `ResourceParams`' coefficient order.
 LOGIC_FEATURES = ("multipliers", "input streams", "output streams", "lanes", "lanes x log2 filters per lane",
-                  "lanes x log2 output positions", "lanes x log2 channels per lane", "window taps")
+                  "lanes x log2 output positions", "lanes x log2 channels per lane", "window taps",
+                  "lanes x channels per lane")
 
 
 @jax.tree_util.register_static
@@ -424,8 +430,11 @@ def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp, configs=N
 def logic_features(t: dict, ci, co, cg, fine, width, xp=jnp):
     """(F, rows) features of each compute engine's LUT / FF (`LOGIC_FEATURES`). A lane is one
     ci x co x cg dot-product unit (fpgaConvNet's conv, accumulate and glue modules, repeated per
-    lane); its filters, positions and channels are what its counters run over. `width`: data bits
-    / 16 (the fixture is 16-bit), scaling the stream and window terms."""
+    lane); its filters, positions and channels are what its counters run over. The peer's logic
+    also grows linearly in the channels a lane accumulates over (probed on the wheel: about 0.05
+    LUT per input channel and output stream, for fc and conv alike), which the log terms alone
+    under-extrapolate (VGG-16's fc1, 25,088 inputs, was 29% low). `width`: data bits / 16 (the
+    fixture is 16-bit), scaling the stream and window terms."""
     is_conv = t["kind"] == CONV
     lanes = xp.where(is_conv, ci * co * cg, ci * co)
     streams_in = xp.where(is_conv, ci * cg, ci)
@@ -435,7 +444,7 @@ def logic_features(t: dict, ci, co, cg, fine, width, xp=jnp):
     log2 = lambda x: xp.log2(xp.maximum(x, 1.0))
     return xp.stack([lanes * xp.where(is_conv, fine, 1.0), streams_in * width, streams_out * width, lanes * width,
                      lanes * log2(filters), lanes * log2(t["ho_wo"]), lanes * log2(channels),
-                     streams_in * t["k2"] * width])
+                     streams_in * t["k2"] * width, lanes * channels])
 
 
 def _hls_ram_bram18(width, depth, configs, temperature, xp=jnp):

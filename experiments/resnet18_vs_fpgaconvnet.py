@@ -74,6 +74,27 @@ def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", lim
     device = cm.get_device(device_name)
     best = cm.dse.greedy(net, cm.Density.dense(net), device, memory=memory, limit=float(limit),
                          resources=cm.ResourceParams(ram=ram))
+    _write_design(out_path, graph, best, network, device_name, memory, ram, float(limit))
+
+
+def partitions(out_prefix: str, device_name: str, memory: str, network: str, batch: str = "256") -> None:
+    """`dse.partition` of a network: one design file per partition, OUT_PREFIX.N.json, each
+    evaluated by the peer and checked by `fit` like a whole design."""
+    graph = zoo_graph(network)
+    net = cm.Network.build(graph, None, PRECISION)
+    device = cm.get_device(device_name)
+    result = cm.dse.partition(net, cm.Density.dense(net), device, batch=int(batch), memory=memory)
+    for n, ((start, stop), best) in enumerate(zip(result.bounds, result.designs)):
+        _write_design(f"{out_prefix}.{n}.json", graph.segment(start, stop), best, network, device_name, memory,
+                      "lutram", 1.0, partition={"index": n, "of": len(result.bounds), "nodes": [start, stop],
+                                                "batch": result.batch, "throughput": result.throughput})
+    print(f"{len(result.bounds)} partitions, {result.throughput:.1f} images/s at batch {result.batch}",
+          file=sys.stderr)
+
+
+def _write_design(out_path: str, graph: cm.Graph, best, network: str, device_name: str, memory: str, ram: str,
+                  limit: float, partition: dict | None = None) -> None:
+    """Every node of `graph` with the folding `best` (a `dse.DSEResult`) gave it, and our totals."""
     nodes = []
     for i, node in enumerate(graph.nodes):
         layer = node.layer
@@ -91,11 +112,12 @@ def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", lim
             record.update(outputs=layer.outputs)
         nodes.append(record)
     cost = best.cost
-    ours = {"memory": memory, "ram": ram, "limit": float(limit), "throughput": float(cost.throughput), "DSP": float(cost.dsp),
+    ours = {"memory": memory, "ram": ram, "limit": limit, "throughput": float(cost.throughput), "DSP": float(cost.dsp),
             "BRAM": float(cost.bram18), "URAM": float(cost.uram), "LUT": float(cost.lut), "FF": float(cost.ff),
             "streamed_layers": int(np.count_nonzero(np.asarray(best.memory.streamed))) if best.memory else 0,
             "bandwidth_gbps": float(cost.bandwidth_gbps)}
-    out = {"network": f"{network} (dense, 224x224, 16-bit)", "device": device_name, "ours": ours, "nodes": nodes}
+    out = {"network": f"{network} (dense, 224x224, 16-bit)", "device": device_name, "ours": ours, "nodes": nodes,
+           **({"partition": partition} if partition else {})}
     with open(out_path, "w") as fh:
         json.dump(out, fh, indent=1)
     print(f"wrote {len(nodes)} nodes to {out_path}; interval {best.cost.interval:,.0f} cycles", file=sys.stderr)
@@ -128,6 +150,42 @@ def fit(design_path: str, hls_path: str) -> str:
                      + (f"{theirs:,.0f} | {pct(theirs)} |" if theirs is not None else "not modelled | - |"))
     lines.append(f"\nThe wheel evaluated {len(modelled)} of the {len(wheel['nodes'])} nodes.")
     return "\n".join(lines)
+
+
+def fit_partitions(prefix: str) -> str:
+    """`fit` for every partition written by `partitions PREFIX ...`, the wheel's figures for
+    partition N in PREFIX.N.hls.json: one row per partition, each resource as a share of the
+    device by cooptim's model and, where the wheel models it, by the wheel's."""
+    rows, n = [], 0
+    while True:
+        try:
+            design_ = json.loads(open(f"{prefix}.{n}.json").read())
+        except FileNotFoundError:
+            break
+        wheel = json.loads(open(f"{prefix}.{n}.hls.json").read())
+        device = cm.get_device(design_["device"])
+        capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut,
+                    "FF": device.ff}
+        ours, part = design_["ours"], design_["partition"]
+        modelled = [node for node in wheel["nodes"] if "cycles" in node]
+        theirs = {r: sum(node[r] for node in modelled) for r in ("DSP", "LUT", "FF")}
+        share = {r: ours[r] / capacity[r] if capacity[r] else (0.0 if not ours[r] else np.inf) for r in capacity}
+        peer_share = {r: theirs[r] / capacity[r] for r in theirs}
+        within = max(share.values()) <= 1.0 + 1e-9 and max(peer_share.values()) <= 1.0 + 1e-9
+        first, stop = part["nodes"]
+        rows.append(f"| {n} | {first}..{stop - 1} ({len(design_['nodes'])}; the wheel {len(modelled)}) | "
+                    f"{ours['throughput']:,.0f} | {ours['streamed_layers']} | "
+                    + " / ".join(f"{100 * share[r]:.0f}%" if capacity[r] else "none" for r in capacity) + " | "
+                    + " / ".join(f"{100 * peer_share[r]:.0f}%" for r in theirs) + f" | {'yes' if within else 'no'} |")
+        n += 1
+    if not n:
+        raise SystemExit(f"no partition designs {prefix}.0.json ...")
+    head = (f"{design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`: "
+            f"{part['of']} partitions, {part['throughput']:.1f} images/s at batch {part['batch']} "
+            f"(reconfigurations included).\n\n"
+            "| partition | nodes (count) | its images/s | streamed layers | cooptim: DSP / BRAM18 / URAM / LUT / FF | "
+            "wheel, same folding: DSP / LUT / FF | within the device by both? |\n|---|---|---:|---:|---|---|---|")
+    return "\n".join([head, *rows])
 
 
 def merge(design_path: str, hls_path: str, git_path: str, out_path: str) -> None:
@@ -280,8 +338,12 @@ def table(fixture_path: str) -> str:
 if __name__ == "__main__":
     if len(sys.argv) in (3, 5, 6, 7, 8) and sys.argv[1] == "design":
         design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT [NETWORK [RAM]]]]
+    elif len(sys.argv) in (6, 7) and sys.argv[1] == "partitions":
+        partitions(*sys.argv[2:])  # OUT_PREFIX DEVICE MEMORY NETWORK [BATCH]
     elif len(sys.argv) == 4 and sys.argv[1] == "fit":
         print(fit(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "fit_partitions":
+        print(fit_partitions(sys.argv[2]))
     elif len(sys.argv) == 6 and sys.argv[1] == "merge":
         merge(*sys.argv[2:])
     elif len(sys.argv) == 3 and sys.argv[1] == "table":

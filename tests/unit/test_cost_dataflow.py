@@ -344,6 +344,8 @@ def test_the_hls_ram_model_relaxes_and_differentiates():
 def test_an_unknown_ram_model_is_named():
     with pytest.raises(df.CostModelError, match="ResourceParams.ram is 'bram': expected one of lutram, hls"):
         df.ResourceParams(ram="bram")
+    with pytest.raises(df.CostModelError, match="lut_coefficients has 8 entries: expected 9, one per feature"):
+        df.ResourceParams(lut_coefficients=(1.0,) * 8)  # coefficients of an older feature set
 
 
 def test_measured_histograms_set_the_rate_by_the_slowest_stream():
