@@ -16,6 +16,17 @@ Whether a design fits the device by both models (`dse.greedy`'s `memory` modes):
     python experiments/resnet18_vs_fpgaconvnet.py design /tmp/fit.json u250 on_chip 0.85   # or zcu102 streamed
     PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /tmp/peer/bin/python $PEER --network /tmp/fit.json /tmp/fit_hls.json
     python experiments/resnet18_vs_fpgaconvnet.py fit /tmp/fit.json /tmp/fit_hls.json
+    python experiments/resnet18_vs_fpgaconvnet.py zoo_row /tmp/fit.json /tmp/fit_hls.json   # one table row
+
+Partitions (`dse.partition`), each checked the same way:
+
+    python experiments/resnet18_vs_fpgaconvnet.py partitions /tmp/p zcu102 streamed resnet50 256
+    for f in /tmp/p.*[0-9].json; do
+        PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python /tmp/peer/bin/python $PEER --network $f ${f%.json}.hls.json
+    done
+    python experiments/resnet18_vs_fpgaconvnet.py fit_partitions /tmp/p
+
+experiments/regenerate_device_fit.sh runs all of device_fit.md's cases.
 
 `design` builds the whole graph of ResNet-18 (convs, ReLUs, max pool, forks, adds, global pool,
 fc: 56 nodes) at 16-bit data and weights, folds every node with cooptim's greedy DSE on the U250
@@ -150,6 +161,25 @@ def fit(design_path: str, hls_path: str) -> str:
                      + (f"{theirs:,.0f} | {pct(theirs)} |" if theirs is not None else "not modelled | - |"))
     lines.append(f"\nThe wheel evaluated {len(modelled)} of the {len(wheel['nodes'])} nodes.")
     return "\n".join(lines)
+
+
+def zoo_row(design_path: str, hls_path: str) -> str:
+    """One row of device_fit.md's zoo table: a whole design's throughput, streamed layers and
+    resources as shares of the device, by cooptim's model and by the wheel's for the same folding."""
+    design_ = json.loads(open(design_path).read())
+    wheel = json.loads(open(hls_path).read())
+    device = cm.get_device(design_["device"])
+    ours = design_["ours"]
+    capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut, "FF": device.ff}
+    modelled = [node for node in wheel["nodes"] if "cycles" in node]
+    theirs = {r: sum(node[r] for node in modelled) / capacity[r] for r in ("DSP", "LUT", "FF")}
+    share = {r: ours[r] / capacity[r] if capacity[r] else (0.0 if not ours[r] else np.inf) for r in capacity}
+    within = max(share.values()) <= 1.0 + 1e-9 and max(theirs.values()) <= 1.0 + 1e-9
+    return (f"| {design_['network'].split(' ')[0]} | {design_['device']} | {ours['throughput']:,.0f} | "
+            f"{ours['streamed_layers']} ({ours['bandwidth_gbps']:.1f}) | "
+            + " / ".join(f"{100 * share[r]:.0f}%" if capacity[r] else "none" for r in capacity) + " | "
+            + " / ".join(f"{100 * theirs[r]:.0f}%" for r in theirs)
+            + f" | {'yes (BRAM/URAM: ours only)' if within else 'no'} |")
 
 
 def fit_partitions(prefix: str) -> str:
@@ -342,6 +372,8 @@ if __name__ == "__main__":
         partitions(*sys.argv[2:])  # OUT_PREFIX DEVICE MEMORY NETWORK [BATCH]
     elif len(sys.argv) == 4 and sys.argv[1] == "fit":
         print(fit(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "zoo_row":
+        print(zoo_row(sys.argv[2], sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "fit_partitions":
         print(fit_partitions(sys.argv[2]))
     elif len(sys.argv) == 6 and sys.argv[1] == "merge":
