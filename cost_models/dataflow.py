@@ -68,7 +68,9 @@ class ResourceParams:
     fpgaconvnet-model 0.1.4.2's (hls backend) predictions for the 363 conv and fc records of
     tests/fixtures/fpgaconvnet_peer.json (`python benchmarks/fit_logic.py` prints them): median
     relative error 1.8% (LUT) and 1.5% (FF), at most 9.0% and 7.4% (fpgaConvNet fits its module
-    models to synthesis results). A pooling engine:
+    models to synthesis results). The fixture's engines are dense: a sparse engine's index
+    multiplexers are added from first principles (`mux_luts_per_bit`, `index_multiplexers`).
+    A pooling engine:
     per stream, a constant plus one per window tap, the line through the peer's figures for its
     2 x 2 and 3 x 3 max pools (its pool logic grows linearly with the window; exact on both).
     Activation / add / split engines use `lut_per_simple_stream` / `ff_per_simple_stream`.
@@ -90,6 +92,9 @@ class ResourceParams:
     #     configurations (`hls_bram_configs`), FIFOs sized by depth, and also the sliding window's
     #     window buffers, the accumulation buffers and the bias memories (`_hls_bram18`).
     ram: str = "lutram"
+    # The index multiplexers of sparse engines in LUTs (`mux_luts_per_bit`); False leaves them out
+    # (the model before they were counted: the fit sees dense engines only).
+    index_multiplexers: bool = True
     lutram_bits: int = 1024  # arrays this small go to LUTRAM, not BRAM (fpgaConvNet's rule)
     bram_configs: tuple = ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512))
     # fpgaconvnet-model 0.1.4.2, tools/resource_model.py: (width, depth) as its hls backend counts them
@@ -333,6 +338,17 @@ def tables(net: Network) -> dict[str, np.ndarray]:
         if isinstance(p, sp.CSPPattern) and compute[i]:
             t["index_bits"][i] = p.counter_bits / (t["max_co"][i] * p.kept)
     t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
+    # Index logic: each multiplier of a sparse engine selects its operands through a multiplexer
+    # of `mux_inputs` inputs: N:M one activation of the M its kept weight's index names (SAT/BDWP),
+    # Kang one of its group's, HASS the next non-zero (activation, weight) pair of its K^2 window
+    # (fpgaConvNet's SparseVectorDot), so both operands. Dense, CSP (a row's consecutive weights
+    # meet one activation, Hanson et al.) and DPACS (masks gate whole positions and channels) select
+    # nothing.
+    t["mux_inputs"] = np.array([p.m if isinstance(p, sp.NMPattern) else p.group if isinstance(
+        p, sp.BalancedGroupPattern) else k2 if isinstance(p, sp.UnstructuredPattern) else 1
+        for p, k2 in zip(net.patterns, t["k2"])], np.float64) * compute
+    t["mux_luts_per_bit"] = np.array([mux_luts_per_bit(int(n)) for n in t["mux_inputs"]], np.float64)
+    t["mux_both_operands"] = np.array([isinstance(p, sp.UnstructuredPattern) for p in net.patterns])
     t["node"] = np.arange(len(net.patterns))
     gates = [p.gate_macs(int(c_in), int(c_out), int(ho_wo), (int(kh), int(kw))) if kind == CONV and isinstance(
         p, sp.DynamicPattern) else (0.0, 0.0, 1) for p, kind, c_in, c_out, ho_wo, kh, kw in zip(
@@ -425,6 +441,18 @@ def _bram18(width, depth, params: ResourceParams, temperature, xp=jnp, configs=N
             blocks.append(xp.maximum(bw, 1.0) * xp.maximum(bd, 1.0))
     best = xp.min(xp.stack(blocks), axis=0)
     return xp.where(width * depth <= params.lutram_bits, 0.0, best)
+
+
+def mux_luts_per_bit(inputs: int) -> int:
+    """LUTs per bit of an `inputs`:1 multiplexer on UltraScale(+) CLBs (Xilinx UG574, CLB
+    multiplexers): a LUT6 is a 4:1 multiplexer, and the F7, F8 and F9 multiplexers join 2, 4 or 8
+    LUTs into an 8:1, 16:1 or 32:1 one without more LUTs; wider ones join 32:1 blocks the same way."""
+    if inputs <= 1:
+        return 0
+    if inputs <= 32:
+        return math.ceil(inputs / 4)
+    blocks = math.ceil(inputs / 32)
+    return 8 * blocks + mux_luts_per_bit(blocks)
 
 
 def logic_features(t: dict, ci, co, cg, fine, width, xp=jnp):
@@ -635,7 +663,10 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
                          per_simple * streams_in * width * t["ports"])
 
     r = resources
-    lut = logic(r.lut_coefficients, r.lut_per_simple_stream, r.lut_per_pool_stream, r.lut_per_pool_tap)
+    # the index logic of sparse engines (`tables`' mux_inputs), which the dense fit cannot see
+    mux_bits = pr.data_bits + xp.where(t["mux_both_operands"], pr.weight_bits, 0)
+    mux_lut = multipliers * mux_bits * t["mux_luts_per_bit"] * float(resources.index_multiplexers)
+    lut = logic(r.lut_coefficients, r.lut_per_simple_stream, r.lut_per_pool_stream, r.lut_per_pool_tap) + mux_lut
     ff = logic(r.ff_coefficients, r.ff_per_simple_stream, r.ff_per_pool_stream, r.ff_per_pool_tap)
     macs_factor = xp.select([work == sp.STRUCTURED, work == sp.UNSTRUCTURED, work == sp.DYNAMIC],
                             [d_w, d_w * d_a, d_w * d_a], 1.0)

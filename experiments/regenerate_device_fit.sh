@@ -36,7 +36,7 @@ for network in resnet18 resnet50 mobilenet_v2 vgg16; do
             wheel "$design"
             python "$experiment" zoo_row "$design" "${design%.json}.hls.json"
         else
-            echo "| $network | $device | $(tail -1 "$out/zoo_${network}_${device}.err" | sed 's/^[A-Za-z.]*Error: //') |"
+            echo "| $network | $device | $(tail -1 "$out/zoo_${network}_${device}.err" | sed 's/^[A-Za-z_.]*Error: //') |"
         fi
     done
 done

@@ -150,6 +150,29 @@ def test_a_hass_layer_with_under_a_tenth_zeros_is_costed_as_the_dense_engine_fpg
         assert dense_cycles / sparse_cycles == pytest.approx(speedup), zeros
 
 
+def test_sparse_engines_pay_their_index_multiplexers_in_luts():
+    """Per multiplier and bit, an M:1 multiplexer of LUT6s (UG574: one LUT is a 4:1, F7/F8/F9 join
+    them up to 32:1): 2:4 selects one of 4 activations (1 LUT per bit), Kang's 4/8 groups one of 8
+    (2), HASS's 3x3 window one of 9 (activation, weight) pairs (3 per bit of both); CSP none."""
+    assert [df.mux_luts_per_bit(n) for n in (1, 2, 4, 8, 9, 16, 32, 49, 64)] == [0, 1, 1, 2, 3, 4, 8, 17, 17]
+    layers = one_conv().layers
+    folding = df.Folding.of(one_conv(), coarse_in={"conv": 2}, coarse_out={"conv": 4}, fine={"conv": 3})
+    multipliers = 2 * 4 * 3
+    precision = df.Precision(data_bits=8, weight_bits=4)
+
+    def lut(pattern, resources=df.ResourceParams()):
+        net = df.Network.build(layers, [pattern], precision)
+        return float(df.evaluate(net, folding, df.Density.dense(net), U250, xp=np,
+                                 resources=resources).layer_lut[0])
+
+    dense = lut(sp.DensePattern())
+    assert lut(sp.NMPattern(2, 4)) - dense == pytest.approx(multipliers * 8 * 1)
+    assert lut(sp.BalancedGroupPattern(4, 8)) - dense == pytest.approx(multipliers * 8 * 2)
+    assert lut(sp.UnstructuredPattern()) - dense == pytest.approx(multipliers * (8 + 4) * 3)
+    assert lut(sp.CSPPattern(chunks=4, kept=0.5)) == pytest.approx(dense)
+    assert lut(sp.NMPattern(2, 4), df.ResourceParams(index_multiplexers=False)) == pytest.approx(dense)
+
+
 def test_dense_model_agrees_with_the_unstructured_model_at_density_one():
     net_d = one_conv()
     net_u = df.Network.build(net_d.layers, [sp.UnstructuredPattern()])

@@ -131,10 +131,11 @@ def greedy_cases():
 
 
 # The logic model as it was when the reference was made (four terms, in multipliers, input and
-# output streams and lanes; the pools one constant per stream), so that the reference still tests
-# the search, not the model.
+# output streams and lanes; the pools one constant per stream; no index multiplexers), so that the
+# reference still tests the search, not the model.
 REFERENCE_RESOURCES = cm.ResourceParams(lut_coefficients=(58.4, 4997.6, 209.9, 1537.6, 0, 0, 0, 0, 0),
                                         ff_coefficients=(57.4, 6612.7, 194.2, 1972.4, 0, 0, 0, 0, 0),
+                                        index_multiplexers=False,
                                         lut_per_pool_stream=200.0, lut_per_pool_tap=0.0, ff_per_pool_stream=300.0,
                                         ff_per_pool_tap=0.0)
 
