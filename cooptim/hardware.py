@@ -13,6 +13,7 @@ import numpy as np
 import cost_models as cm
 from cooptim import nn
 from cooptim.config import Config, ConfigError, HardwareConfig
+from cooptim.sparsity.csp import cascade_lengths
 
 
 def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
@@ -26,17 +27,36 @@ def device_of(hw: HardwareConfig, source: str = "<config>") -> cm.Device:
 
 
 def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = False,
-               histograms: dict | None = None) -> cm.Network:
+               histograms: dict | None = None, cascades: bool = False) -> cm.Network:
     """The cost model's network of a cooptim model: its graph (`nn.graph_of`, every node an
     engine) and its sparse layers' patterns (all dense with `dense=True`). `histograms`
-    (`nn.measure_window_histograms`) go into the patterns of the HASS layers they were measured on."""
+    (`nn.measure_window_histograms`) go into the patterns of the HASS layers they were measured on;
+    with `cascades`, a CSP layer's pattern carries its mask's cascade lengths now
+    (`measured_cascades`): for a trained model, not for a training objective, whose masks move."""
     layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
     patterns = {} if dense else {n.name: layers[n.name].current_method().pattern()
                                  for n in graph.nodes if n.name in layers}
     if not dense:
         for name, histogram in (histograms or {}).items():
             patterns[name] = dataclasses.replace(patterns[name], histograms=tuple(map(tuple, histogram.tolist())))
+        for name in measured_cascades(model) if cascades else ():
+            layer, pattern = layers[name], patterns[name]
+            lengths = cascade_lengths(np.asarray(layer.mask()), layer.layout, pattern.chunk)
+            chunks = layer.layout.shape[layer.layout.out_axis] // pattern.chunk
+            patterns[name] = dataclasses.replace(pattern, lengths=tuple(lengths.tolist()),
+                                                 kept=float(lengths.mean()) / chunks)
     return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
+
+
+def measured_cascades(model) -> list[str]:
+    """The CSP layers whose cascade lengths the cost model takes from their masks: the ungrouped
+    ones that keep something (a grouped conv's rows meet only their group's filters)."""
+    names = []
+    for _, layer in nn.sparse_layers(model):
+        pattern = layer.current_method().pattern()
+        if isinstance(pattern, cm.CSPPattern) and getattr(layer, "groups", 1) == 1 and np.asarray(layer.mask()).any():
+            names.append(layer.layer_name)
+    return names
 
 
 def design(net: cm.Network, density: cm.Density, hw: HardwareConfig, device: cm.Device) -> cm.dse.DSEResult:
@@ -153,7 +173,7 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
     weighted or not.
     """
     device = device_of(cfg.hardware, source)
-    sparse_net = network_of(model, graph, cfg.hardware, histograms=histograms)
+    sparse_net = network_of(model, graph, cfg.hardware, histograms=histograms, cascades=True)
     dense_net = network_of(model, graph, cfg.hardware, dense=True)
     sparse = evaluate(sparse_net, densities_of(model, sparse_net.names, gates, activations=activations), cfg, device)
     dense = evaluate(dense_net, cm.Density.dense(dense_net), cfg, device)
@@ -176,4 +196,5 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
         "nodes": nodes,
         "skip_buffers": {merge: {"edge_from": src, "words": words} for merge, (src, words) in skip.items()},
         "measured_histograms": sorted(histograms or {}),
+        "measured_cascades": measured_cascades(model),
     }

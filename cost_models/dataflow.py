@@ -165,8 +165,9 @@ class Network:
         if len(patterns) != len(graph):
             raise CostModelError(f"{len(patterns)} patterns for {len(graph)} layers")
         net = Network(graph, patterns, precision)
-        if any(getattr(p, "histograms", None) is not None for p in patterns):
-            tables(net)  # checks measured histograms against their nodes now, not at the first evaluation
+        if any(getattr(p, "histograms", None) is not None or getattr(p, "lengths", None) is not None
+               for p in patterns):
+            tables(net)  # checks measured statistics against their nodes now, not at the first evaluation
         return net
 
     @property
@@ -336,7 +337,7 @@ def tables(net: Network) -> dict[str, np.ndarray]:
     # kept values: counter_bits / (columns x kept) bits per stored value
     for i, p in enumerate(net.patterns):
         if isinstance(p, sp.CSPPattern) and compute[i]:
-            t["index_bits"][i] = p.counter_bits / (t["max_co"][i] * p.kept)
+            t["index_bits"][i] = p.counter_bits(int(t["max_co"][i])) / (t["max_co"][i] * p.kept)
     t["skip_zero"] = np.array([getattr(p, "skip_zero_windows", True) for p in net.patterns])
     # Index logic: each multiplier of a sparse engine selects its operands through a multiplexer
     # of `mux_inputs` inputs: N:M one activation of the M its kept weight's index names (SAT/BDWP),
@@ -355,6 +356,9 @@ def tables(net: Network) -> dict[str, np.ndarray]:
         net.patterns, t["kind"], t["c_in"], t["c_out"], t["ho_wo"], t["kh"], t["kw"])]
     t["gate_spatial_macs"], t["gate_channel_macs"], t["gate_taps"] = (np.array(g, np.float64) for g in zip(*gates))
     t["histograms"] = _histograms(net, t)
+    t["cascades"] = _cascades(net, t)
+    t["csp_chunks"] = np.array([c_out // p.chunk if isinstance(p, sp.CSPPattern) else 1
+                                for p, c_out in zip(net.patterns, t["c_out"].astype(int))], np.float64)
     # the measured mean fraction of zero products per window (NaN where none is measured)
     t["measured_zeros"] = np.array([np.nan if h is None else 1.0 - (h @ np.arange(h.shape[1])).mean() / (h.shape[1] - 1)
                                     for h in t["histograms"]])
@@ -394,6 +398,53 @@ def _histograms(net: Network, t: dict) -> np.ndarray:
                                  f"(non-negative, summing to 1)")
         out[i] = h
     return out
+
+
+def _cascades(net: Network, t: dict) -> np.ndarray:
+    """(L,) object array: each CSP node's measured cascade lengths (`CSPPattern.lengths`) as an
+    int array, or None; checked against the node's weight rows and chunks."""
+    out = np.empty(len(net.patterns), object)
+    for i, pattern in enumerate(net.patterns):
+        lengths = getattr(pattern, "lengths", None)
+        if lengths is None or not isinstance(pattern, sp.CSPPattern):
+            continue
+        name, lengths = net.graph.names[i], np.asarray(lengths)
+        rows = int(t["k2"][i] * t["c_in"][i]) if t["kind"][i] == CONV else int(t["c_in"][i])
+        chunks = int(t["c_out"][i]) // pattern.chunk
+        if t["kind"][i] not in (CONV, DENSE_LAYER) or t["groups"][i] != 1 or lengths.shape != (rows,):
+            raise CostModelError(f"node {name!r}: CSP cascade lengths of shape {lengths.shape}, expected "
+                                 f"({rows},): one per weight row of an ungrouped conv or dense layer")
+        if not (np.issubdtype(lengths.dtype, np.integer) and (lengths >= 0).all() and (lengths <= chunks).all()):
+            raise CostModelError(f"node {name!r}: CSP cascade lengths must be whole numbers of chunks in "
+                                 f"0..{chunks} ({int(t['c_out'][i])} channels in chunks of {pattern.chunk})")
+        if abs(lengths.mean() / chunks - pattern.kept) > 1e-6:
+            raise CostModelError(f"node {name!r}: CSP kept is {pattern.kept:g} but its cascade lengths keep "
+                                 f"{lengths.mean() / chunks:g} of the chunks")
+        out[i] = lengths
+    return out
+
+
+def _cascade_factor(t: dict, ci, cg, fine, factor, temperature, xp):
+    """`factor` (the fraction of dense cycles) with the rows whose CSP pattern has measured
+    cascade lengths replaced by the rows run together's longest cascade: `sp.cascade_work` for a
+    concrete folding, `sp.expected_cascade_work` (independent draws) under tracing."""
+    measured = np.flatnonzero([c is not None for c in t["cascades"]])
+    if measured.size == 0:
+        return factor
+    concrete = [_concrete(x) for x in (ci, cg, fine)]
+    for node in np.unique(t["node"][measured]):
+        rows = measured[t["node"][measured] == node]
+        lengths, chunks = t["cascades"][rows[0]], int(t["csp_chunks"][rows[0]])
+        conv = t["kind"][rows[0]] == CONV
+        taps = int(t["k2"][rows[0]]) if conv else 1
+        if temperature is None and all(f is not None for f in concrete):
+            ci_, cg_, fine_ = (np.round(np.broadcast_to(f, factor.shape)[rows]) for f in concrete)
+            work = sp.cascade_work(lengths, chunks, taps, ci_ * cg_, fine_ if conv else 1)
+        else:
+            together = xp.asarray(ci)[rows] * (xp.asarray(cg)[rows] * xp.asarray(fine)[rows] if conv else 1.0)
+            work = sp.expected_cascade_work(lengths, chunks, together, xp)
+        factor = _set_rows(factor, rows, xp.asarray(work, factor.dtype), xp)
+    return factor
 
 
 def _measured_window_cycles(t: dict, ci, cg, fine, window, temperature, xp):
@@ -586,6 +637,7 @@ def layer_costs(t: dict, folding: Folding, d_w, d_a, precision: Precision, *, te
     # Structured (N:M, Kang, CSP): the reduction shrinks by the density (SAT, Kang, CSP);
     # DPACS: active positions x active channels.
     factor = xp.select([work == sp.STRUCTURED, work == sp.DYNAMIC], [d_w, d_w * d_a], 1.0)
+    factor = _cascade_factor(t, ci, cg, fine, factor, temperature, xp)
     window = t["k2"] / fine * factor
     # HASS: E[ceil(nnz / fine)] over a window, nnz ~ Binomial(K^2, d_w * d_a), exact; computed
     # only for the unstructured engines, in one batch per window size (its tables are

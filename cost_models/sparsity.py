@@ -116,12 +116,20 @@ class BalancedGroupPattern:
 
 @dataclasses.dataclass(frozen=True)
 class CSPPattern:
-    """CSP (Hanson et al., ISCA 2022): each weight row keeps a prefix of its `chunks` output-channel
-    chunks; stored as kept values in order plus one length counter per row (no indices).
-    `kept`: the fraction of weights kept (the cascades' total length), its work fraction."""
+    """CSP (Hanson et al., ISCA 2022): each weight row (one input position of the K^2 x C_in
+    reduction) keeps a prefix of its output-channel chunks, `chunk` channels each; stored as the
+    kept values in order plus one length counter per row (no indices). `kept`: the fraction of
+    weights kept (the cascades' total length), its work fraction.
 
-    chunks: int
+    `lengths`: the measured cascade length (kept chunks, 0..C_out / chunk) of every weight row, in
+    the row order of the weight (tap-major, then input channel), or None. Given, the engine pays the
+    imbalance of the rows it runs in lockstep, the longest cascade among them (`cascade_work`);
+    without them every row is taken to keep `kept` (no imbalance). A tuple, so the pattern stays
+    frozen, hashable data."""
+
+    chunk: int
     kept: float = 1.0
+    lengths: tuple | None = None
     kind: Literal["csp"] = "csp"
     work_kind = STRUCTURED
     index_bits_per_value = 0
@@ -129,17 +137,20 @@ class CSPPattern:
     def __post_init__(self):
         if not 0.0 < self.kept <= 1.0:
             raise ValueError(f"CSPPattern.kept must be in (0, 1], got {self.kept}")
+        if self.chunk < 1:
+            raise ValueError(f"CSPPattern.chunk must be at least 1, got {self.chunk}")
 
     @property
     def work_fraction(self) -> float:
         return self.kept
 
-    @property
-    def counter_bits(self) -> int:
-        return _index_bits(self.chunks + 1)
+    def counter_bits(self, out_channels: int) -> int:
+        """Bits of a row's length counter: 0..out_channels / chunk kept chunks."""
+        return _index_bits(out_channels // self.chunk + 1)
 
     def describe(self) -> str:
-        return f"CSP cascade, {self.chunks} chunks, {self.kept:.0%} kept"
+        measured = f", measured cascades of {len(self.lengths)} rows" if self.lengths else ""
+        return f"CSP cascade, chunks of {self.chunk} channels, {self.kept:.0%} kept" + measured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +316,40 @@ def stream_window_cycles(histograms: np.ndarray, streams, fine, skip_zero_window
         order[1::2] = order[1::2, ::-1]
         out[(streams == s) & (fine == f)] = per_channel[order].mean(axis=0).max()
     return out
+
+
+def cascade_work(lengths: np.ndarray, chunks: int, taps: int, streams, fine) -> np.ndarray:
+    """The fraction of a dense engine's cycles a CSP engine takes, from measured cascade lengths.
+
+    The engine multiplies `streams` input channels x `fine` window taps at a time (fpgaConvNet's
+    dataflow: stream s carries channels s, s + streams, ...; the fine multipliers take the window's
+    taps in turn). Each row streams its cascade's weights to the output lanes, counted by its
+    length (Hanson et al., ISCA 2022), and rows run in lockstep wait for the longest of them: a
+    group costs max(L) / chunks of its dense cycles. Returns the mean over groups.
+
+    Args:
+      lengths: (taps x channels,) ints in 0..chunks, tap-major (the weight's row order).
+      streams, fine: concrete integers, broadcast together (one entry per design).
+    """
+    lengths = np.asarray(lengths, np.float64).reshape(taps, -1)
+    channels = lengths.shape[1]
+    streams, fine = np.broadcast_arrays(np.asarray(streams, np.int64), np.asarray(fine, np.int64))
+    out = np.empty(streams.shape, np.float64)
+    for (s, f) in set(zip(streams.ravel().tolist(), fine.ravel().tolist())):
+        padded = np.zeros((-(-taps // f) * f, -(-channels // s) * s))
+        padded[:taps, :channels] = lengths
+        groups = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // s, s).max(axis=(1, 3))
+        out[(streams == s) & (fine == f)] = groups.mean() / chunks
+    return out
+
+
+def expected_cascade_work(lengths: np.ndarray, chunks: int, rows_together, xp=jnp):
+    """`cascade_work` when the folding is traced: the expected longest of `rows_together` cascades
+    drawn independently from the measured lengths, E[max] = sum_l (1 - P[L <= l]^n), over chunks.
+    Differentiable in `rows_together` (a float)."""
+    cdf = np.cumsum(np.bincount(np.asarray(lengths, np.int64), minlength=chunks + 1))[:chunks] / len(lengths)
+    n = xp.asarray(rows_together)[..., None]
+    return (1.0 - xp.exp(n * np.log(np.maximum(cdf, 1e-30)))).sum(-1) / chunks
 
 
 def expected_window_cycles(window, density: jax.Array, fine: jax.Array,

@@ -70,8 +70,10 @@ def _hardware(cfg, model, dataset) -> dict:
     """Integer folding and per-node cost of the trained network's graph on the configured device:
     the same DSE, densities and figures as the trainer's report (`hardware.hardware_report`)."""
     gates, activations = nn.measure_activity(model, (x for x, _ in eval_batches(dataset.test, cfg.data.eval_batch_size)))
+    histograms = nn.measure_window_histograms(model, (x for x, _ in eval_batches(dataset.test,
+                                                                                  cfg.data.eval_batch_size)))
     graph = nn.graph_of(model, dataset.image_shape)
-    net = network_of(model, graph, cfg.hardware)
+    net = network_of(model, graph, cfg.hardware, histograms=histograms, cascades=True)
     device = device_of(cfg.hardware)
     result = design(net, densities_of(model, net.names, gates, activations=activations), cfg.hardware, device)
     summary, folding = cost_summary(result.cost), folding_by_layer(net, result.folding)

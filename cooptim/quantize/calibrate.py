@@ -55,7 +55,7 @@ def _pattern_of(layer) -> tuple[str, dict]:
     if kind == "balanced_group":
         return "balanced_group", {"n": pattern.keep, "m": pattern.group}
     if kind == "csp":
-        return "csp", {"chunk": pattern.chunks}
+        return "csp", {"chunk": pattern.chunk}
     if kind == "dynamic":
         return "dynamic", {"channel_group": pattern.channel_group, "spatial": pattern.spatial,
                            "channel": pattern.channel}

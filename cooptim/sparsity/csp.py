@@ -87,7 +87,7 @@ class CSP(SparsityMethod):
         return self.target(progress)
 
     def pattern(self) -> CSPPattern:
-        return CSPPattern(chunks=self.chunk, kept=self.weight_density)
+        return CSPPattern(chunk=self.chunk, kept=self.weight_density)
 
     def check(self, mask, layout: WeightLayout) -> PatternCheck:
         rows, _ = _as_rows(jnp.asarray(mask), layout)

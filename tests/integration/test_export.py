@@ -18,7 +18,7 @@ from cooptim import folders
 from cooptim import export as ex
 from cooptim import nn
 from cooptim import quantize as q
-from cooptim.data import load as load_data
+from cooptim.data import eval_batches, load as load_data
 from cooptim.hardware import hardware_report
 
 needs_gpp = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -176,13 +176,19 @@ def test_accelerator_json_matches_the_schema_and_fpgaconvnet_layout(digits, tmp_
     assert layers[4]["op_type"] == "avg" and layers[4]["parameters"]["kernel_size"] == [2, 2]
 
 
-def test_the_report_and_accelerator_json_give_the_same_figures(digits, tmp_path):
-    """Every node's expected cycles, DSP and BRAM in accelerator.json are the trainer's report's."""
-    cfg, model, net = _narrow_network("nm", digits)
+@pytest.mark.parametrize("method", ["nm", "csp", "unstructured"])
+def test_the_report_and_accelerator_json_give_the_same_figures(digits, tmp_path, method):
+    """Every node's expected cycles, DSP and BRAM in accelerator.json are the trainer's report's,
+    measured statistics included (HASS's window histograms, CSP's cascade lengths)."""
+    cfg, model, net = _narrow_network(method, digits)
     out = ex.export_model(cfg, model, digits, net, tmp_path / "export", vectors=1)
     config = json.loads((out / "accelerator.json").read_text())
-    gates = nn.measure_gates(model, [digits.test.get(np.arange(len(digits.test)))[0]])
-    report = hardware_report(model, nn.graph_of(model, digits.image_shape), cfg, gates=gates)
+    batches = lambda: (x for x, _ in eval_batches(digits.test, cfg.data.eval_batch_size))
+    gates, activations = nn.measure_activity(model, batches())
+    report = hardware_report(model, nn.graph_of(model, digits.image_shape), cfg, gates=gates,
+                             activations=activations, histograms=nn.measure_window_histograms(model, batches()))
+    assert report["measured_cascades" if method == "csp" else "measured_histograms"] == (
+        [] if method == "nm" else ["conv2", "conv3"])
     assert [n["name"] for n in report["nodes"]] == [n["name"] for n in config["nodes"]]
     for mine, theirs in zip(config["nodes"], report["nodes"]):
         assert mine["expected"] == {k: theirs[k] for k in ("cycles", "dsp", "bram18")}

@@ -169,7 +169,7 @@ def test_sparse_engines_pay_their_index_multiplexers_in_luts():
     assert lut(sp.NMPattern(2, 4)) - dense == pytest.approx(multipliers * 8 * 1)
     assert lut(sp.BalancedGroupPattern(4, 8)) - dense == pytest.approx(multipliers * 8 * 2)
     assert lut(sp.UnstructuredPattern()) - dense == pytest.approx(multipliers * (8 + 4) * 3)
-    assert lut(sp.CSPPattern(chunks=4, kept=0.5)) == pytest.approx(dense)
+    assert lut(sp.CSPPattern(chunk=4, kept=0.5)) == pytest.approx(dense)
     assert lut(sp.NMPattern(2, 4), df.ResourceParams(index_multiplexers=False)) == pytest.approx(dense)
 
 
@@ -288,20 +288,58 @@ def test_log_space_folding_helpers():
 
 def test_a_csp_layer_works_and_stores_its_kept_fraction():
     dense_net = one_conv()
-    csp_net = df.Network.build(dense_net.layers, [sp.CSPPattern(chunks=4, kept=0.375)])
+    csp_net = df.Network.build(dense_net.layers, [sp.CSPPattern(chunk=16, kept=0.375)])
     assert float(df.Density.from_patterns(csp_net).weight[0]) == 0.375
     folding = df.Folding.of(dense_net, coarse_in={"conv": 2}, fine={"conv": 3})
     dense = df.evaluate(dense_net, folding, df.Density.from_patterns(dense_net), U250)
     csp = df.evaluate(csp_net, folding, df.Density.from_patterns(csp_net), U250)
     assert float(csp.layer_cycles[0]) == pytest.approx(0.375 * float(dense.layer_cycles[0]))
     assert float(csp.effective_macs) == pytest.approx(0.375 * float(dense.effective_macs))
-    # storage: the kept values, and one cascade-length counter (0..4 chunks: 3 bits) per weight row
-    # (3 x 3 x 64 = 576 rows), no indices
-    t = df.tables(csp_net)
-    stored = df.layer_costs(t, folding, np.array([0.375]), np.array([1.0]), csp_net.precision, xp=np).weight_bits
-    assert float(stored[0]) == pytest.approx(64 * 64 * 9 * 0.375 * 16 + 576 * 3)
+    # storage: the kept values, and one cascade-length counter per weight row (3 x 3 x 64 = 576
+    # rows), no indices: 0..4 chunks of 16 channels, 3 bits; 0..16 chunks of 4, 5 bits
+    for chunk, bits in ((16, 3), (4, 5)):
+        net = df.Network.build(dense_net.layers, [sp.CSPPattern(chunk=chunk, kept=0.375)])
+        stored = df.layer_costs(df.tables(net), folding, np.array([0.375]), np.array([1.0]), net.precision,
+                                xp=np).weight_bits
+        assert float(stored[0]) == pytest.approx(64 * 64 * 9 * 0.375 * 16 + 576 * bits), chunk
     with pytest.raises(ValueError, match="kept must be in"):
-        sp.CSPPattern(chunks=4, kept=0.0)
+        sp.CSPPattern(chunk=4, kept=0.0)
+
+
+def test_csp_rows_run_together_wait_for_the_longest_cascade():
+    """A 1x1 conv, 4 input channels, 8 outputs in 4 chunks of 2. Half the chunks are kept either
+    way, but with lengths (4, 0, 4, 0) two streams (channels 0+1, then 2+3) each meet a full
+    cascade: no gain over dense; one stream, or the lengths (4, 4, 0, 0), half the cycles."""
+    conv = Conv2D("c", (6, 6, 4), 8, kernel=(1, 1), padding=((0, 0), (0, 0)))
+    dense = df.Network.build([conv])
+
+    def cycles(lengths, ci):
+        net = df.Network.build([conv], {"c": sp.CSPPattern(chunk=2, kept=0.5, lengths=lengths)})
+        folding = df.Folding.of(net, coarse_in={"c": ci}, coarse_out={"c": 1})
+        ours = float(df.evaluate(net, folding, df.Density.from_patterns(net), U250).layer_cycles[0])
+        return ours / float(df.evaluate(dense, folding, df.Density.dense(dense), U250).layer_cycles[0])
+
+    assert cycles((4, 0, 4, 0), 2) == 1.0 and cycles((4, 0, 4, 0), 1) == 0.5 and cycles((4, 4, 0, 0), 2) == 0.5
+    assert cycles(None, 2) == 0.5  # unmeasured: every row keeps `kept`
+    assert sp.cascade_work(np.array([4, 0, 4, 0]), 4, 1, [1, 2, 4], 1).tolist() == [0.5, 1.0, 1.0]
+    # 3x3 taps x 2 channels, fine 3: each of the 3 tap groups x 1 channel group waits for its longest
+    lengths = np.array([[1, 0], [0, 0], [0, 0], [2, 2], [0, 0], [0, 0], [0, 0], [0, 0], [0, 4]]).reshape(-1)
+    assert sp.cascade_work(lengths, 4, 9, 2, 3) == pytest.approx((1 + 2 + 4) / 3 / 4)
+
+    # traced: independent draws; n = 1 is the mean, and more rows together cost more
+    work = lambda n: sp.expected_cascade_work(np.array([4, 0, 4, 0]), 4, n)
+    assert float(work(1.0)) == pytest.approx(0.5) and float(work(2.0)) == pytest.approx(0.75)
+    assert np.isfinite(float(jax.grad(work)(3.0))) and float(jax.grad(work)(3.0)) > 0
+    net = df.Network.build([conv], {"c": sp.CSPPattern(chunk=2, kept=0.5, lengths=(4, 0, 4, 0))})
+    relaxed = df.evaluate(net, df.Folding.minimal(net), df.Density.from_patterns(net), U250, temperature=0.1)
+    assert np.isfinite(np.asarray(relaxed.layer_cycles)).all()
+
+    with pytest.raises(df.CostModelError, match=r"node 'c': CSP cascade lengths of shape \(3,\), expected \(4,\)"):
+        df.Network.build([conv], {"c": sp.CSPPattern(chunk=2, kept=0.5, lengths=(4, 0, 2))})
+    with pytest.raises(df.CostModelError, match="node 'c': CSP kept is 0.25 but its cascade lengths keep 0.5"):
+        df.Network.build([conv], {"c": sp.CSPPattern(chunk=2, kept=0.25, lengths=(4, 0, 4, 0))})
+    with pytest.raises(df.CostModelError, match=r"in 0..4 \(8 channels in chunks of 2\)"):
+        df.Network.build([conv], {"c": sp.CSPPattern(chunk=2, kept=0.5, lengths=(5, 0, 3, 0))})
 
 
 def test_an_activation_on_a_feature_vector_streams_its_features():

@@ -16,7 +16,7 @@ from cost_models.layers import Conv2D, Dense
 
 DEVICE = devices.get_device("zcu102")
 PATTERNS = [sp.DensePattern(), sp.NMPattern(2, 4), sp.BalancedGroupPattern(keep=2, group=8),
-            sp.CSPPattern(chunks=4), sp.DynamicPattern(), sp.UnstructuredPattern(),
+            sp.CSPPattern(chunk=4), sp.DynamicPattern(), sp.UnstructuredPattern(),
             sp.UnstructuredPattern(skip_zero_windows=False)]
 DENSITIES = st.one_of(st.sampled_from([0.0, 1.0, 1e-7, 1.0 - 1e-7]), st.floats(0.0, 1.0, width=32))
 

@@ -1,6 +1,7 @@
 """HASS's window histograms measured on a network's inputs (`cooptim.nn.histograms`)."""
 
 import numpy as np
+import pytest
 
 from cooptim import config, hardware, nn
 from cooptim.nn.histograms import window_counts
@@ -37,3 +38,27 @@ def test_measured_histograms_reach_the_hardware_report():
     net = hardware.network_of(model, nn.graph_of(model, (8, 8, 1)), cfg.hardware, histograms=histograms)
     pattern = net.patterns[net.names.index("conv2")]
     np.testing.assert_array_equal(np.array(pattern.histograms), histograms["conv2"])
+
+
+def test_csp_cascade_lengths_reach_the_report_but_not_the_training_objective():
+    """A trained CSP layer's mask gives the cost model each weight row's cascade length (so it
+    pays the rows run together's longest); the training objective's network, whose masks still
+    move, keeps the pattern's nominal fraction."""
+    cfg = config.from_dict({"name": "x", "sparsity": {
+        "default": {"method": "csp", "weight_density": 0.5, "chunk": 4, "ramp_end": 0.0},
+        "layers": {"conv1": {"method": "dense"}, "head": {"method": "dense"}}}})
+    model = nn.build_model(cfg, (8, 8, 1), 10)
+    nn.set_progress(model, 1.0)
+    nn.refresh_masks(model, 0)
+    graph = nn.graph_of(model, (8, 8, 1))
+    net = hardware.network_of(model, graph, cfg.hardware, cascades=True)
+    layers = {layer.layer_name: layer for _, layer in nn.sparse_layers(model)}
+    for name in ("conv2", "conv3"):
+        pattern = net.patterns[net.names.index(name)]
+        mask = np.asarray(layers[name].mask())  # (3, 3, C_in, C_out): rows tap-major, then channel
+        rows = mask.reshape(-1, mask.shape[-1]).reshape(-1, mask.shape[-1] // 4, 4).any(-1).sum(-1)
+        assert pattern.lengths == tuple(rows.tolist())
+        assert pattern.kept == pytest.approx(mask.mean()) and 0.3 < pattern.kept < 0.7  # pruned to about half
+    assert hardware.measured_cascades(model) == ["conv2", "conv3"]
+    nominal = hardware.network_of(model, graph, cfg.hardware)
+    assert all(getattr(p, "lengths", None) is None for p in nominal.patterns)
