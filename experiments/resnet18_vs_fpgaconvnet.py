@@ -88,16 +88,18 @@ def design(out_path: str, device_name: str = DEVICE, memory: str = "pooled", lim
     _write_design(out_path, graph, best, network, device_name, memory, ram, float(limit))
 
 
-def partitions(out_prefix: str, device_name: str, memory: str, network: str, batch: str = "256") -> None:
+def partitions(out_prefix: str, device_name: str, memory: str, network: str, batch: str = "256",
+               limit: str = "1.0") -> None:
     """`dse.partition` of a network: one design file per partition, OUT_PREFIX.N.json, each
     evaluated by the peer and checked by `fit` like a whole design."""
     graph = zoo_graph(network)
     net = cm.Network.build(graph, None, PRECISION)
     device = cm.get_device(device_name)
-    result = cm.dse.partition(net, cm.Density.dense(net), device, batch=int(batch), memory=memory)
+    result = cm.dse.partition(net, cm.Density.dense(net), device, batch=int(batch), memory=memory,
+                              limit=float(limit))
     for n, ((start, stop), best) in enumerate(zip(result.bounds, result.designs)):
         _write_design(f"{out_prefix}.{n}.json", graph.segment(start, stop), best, network, device_name, memory,
-                      "lutram", 1.0, partition={"index": n, "of": len(result.bounds), "nodes": [start, stop],
+                      "lutram", float(limit), partition={"index": n, "of": len(result.bounds), "nodes": [start, stop],
                                                 "batch": result.batch, "throughput": result.throughput})
     print(f"{len(result.bounds)} partitions, {result.throughput:.1f} images/s at batch {result.batch}",
           file=sys.stderr)
@@ -210,8 +212,10 @@ def fit_partitions(prefix: str) -> str:
         n += 1
     if not n:
         raise SystemExit(f"no partition designs {prefix}.0.json ...")
-    head = (f"{design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`: "
-            f"{part['of']} partitions, {part['throughput']:.1f} images/s at batch {part['batch']} "
+    head = (f"{design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`, "
+            f"every resource within {ours['limit']:.0%} of the device by cooptim's model: "
+            f"{part['of']} partition{'s' if part['of'] > 1 else ''}, {part['throughput']:.1f} images/s at batch "
+            f"{part['batch']} "
             f"(reconfigurations included).\n\n"
             "| partition | nodes (count) | its images/s | streamed layers | cooptim: DSP / BRAM18 / URAM / LUT / FF | "
             "wheel, same folding: DSP / LUT / FF | within the device by both? |\n|---|---|---:|---:|---|---|---|")
@@ -368,8 +372,8 @@ def table(fixture_path: str) -> str:
 if __name__ == "__main__":
     if len(sys.argv) in (3, 5, 6, 7, 8) and sys.argv[1] == "design":
         design(*sys.argv[2:])  # OUT [DEVICE MEMORY [LIMIT [NETWORK [RAM]]]]
-    elif len(sys.argv) in (6, 7) and sys.argv[1] == "partitions":
-        partitions(*sys.argv[2:])  # OUT_PREFIX DEVICE MEMORY NETWORK [BATCH]
+    elif len(sys.argv) in (6, 7, 8) and sys.argv[1] == "partitions":
+        partitions(*sys.argv[2:])  # OUT_PREFIX DEVICE MEMORY NETWORK [BATCH [LIMIT]]
     elif len(sys.argv) == 4 and sys.argv[1] == "fit":
         print(fit(sys.argv[2], sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1] == "zoo_row":
