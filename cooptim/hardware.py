@@ -39,24 +39,29 @@ def network_of(model, graph: cm.Graph, hw: HardwareConfig, *, dense: bool = Fals
     if not dense:
         for name, histogram in (histograms or {}).items():
             patterns[name] = dataclasses.replace(patterns[name], histograms=tuple(map(tuple, histogram.tolist())))
-        for name in measured_cascades(model) if cascades else ():
-            layer, pattern = layers[name], patterns[name]
-            lengths = cascade_lengths(np.asarray(layer.mask()), layer.layout, pattern.chunk)
-            chunks = layer.layout.shape[layer.layout.out_axis] // pattern.chunk
-            patterns[name] = dataclasses.replace(pattern, lengths=tuple(lengths.tolist()),
+        for name, lengths in (_cascade_lengths(model) if cascades else {}).items():
+            chunks = layers[name].layout.shape[layers[name].layout.out_axis] // patterns[name].chunk
+            patterns[name] = dataclasses.replace(patterns[name], lengths=tuple(lengths.tolist()),
                                                  kept=float(lengths.mean()) / chunks)
     return cm.Network.build(graph, patterns, cm.Precision(hw.data_bits, hw.weight_bits, hw.acc_bits))
 
 
-def measured_cascades(model) -> list[str]:
-    """The CSP layers whose cascade lengths the cost model takes from their masks: the ungrouped
-    ones that keep something (a grouped conv's rows meet only their group's filters)."""
-    names = []
+def _cascade_lengths(model) -> dict[str, np.ndarray]:
+    """{layer: its mask's cascade lengths} of the CSP layers whose lengths the cost model takes:
+    the ungrouped ones that keep something (a grouped conv's rows meet only their group's filters)."""
+    out = {}
     for _, layer in nn.sparse_layers(model):
         pattern = layer.current_method().pattern()
-        if isinstance(pattern, cm.CSPPattern) and getattr(layer, "groups", 1) == 1 and np.asarray(layer.mask()).any():
-            names.append(layer.layer_name)
-    return names
+        if isinstance(pattern, cm.CSPPattern) and getattr(layer, "groups", 1) == 1:
+            lengths = cascade_lengths(np.asarray(layer.mask()), layer.layout, pattern.chunk)
+            if lengths.any():
+                out[layer.layer_name] = lengths
+    return out
+
+
+def measured_cascades(model) -> list[str]:
+    """The CSP layers whose cascade lengths the cost model takes from their masks."""
+    return list(_cascade_lengths(model))
 
 
 def design(net: cm.Network, density: cm.Density, hw: HardwareConfig, device: cm.Device) -> cm.dse.DSEResult:
@@ -196,5 +201,6 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
         "nodes": nodes,
         "skip_buffers": {merge: {"edge_from": src, "words": words} for merge, (src, words) in skip.items()},
         "measured_histograms": sorted(histograms or {}),
-        "measured_cascades": measured_cascades(model),
+        "measured_cascades": [name for name, pattern in zip(sparse_net.names, sparse_net.patterns)
+                              if getattr(pattern, "lengths", None) is not None],
     }

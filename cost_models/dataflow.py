@@ -356,9 +356,9 @@ def tables(net: Network) -> dict[str, np.ndarray]:
         net.patterns, t["kind"], t["c_in"], t["c_out"], t["ho_wo"], t["kh"], t["kw"])]
     t["gate_spatial_macs"], t["gate_channel_macs"], t["gate_taps"] = (np.array(g, np.float64) for g in zip(*gates))
     t["histograms"] = _histograms(net, t)
-    t["cascades"] = _cascades(net, t)
     t["csp_chunks"] = np.array([c_out // p.chunk if isinstance(p, sp.CSPPattern) else 1
                                 for p, c_out in zip(net.patterns, t["c_out"].astype(int))], np.float64)
+    t["cascades"] = _cascades(net, t)
     # the measured mean fraction of zero products per window (NaN where none is measured)
     t["measured_zeros"] = np.array([np.nan if h is None else 1.0 - (h @ np.arange(h.shape[1])).mean() / (h.shape[1] - 1)
                                     for h in t["histograms"]])
@@ -410,7 +410,7 @@ def _cascades(net: Network, t: dict) -> np.ndarray:
             continue
         name, lengths = net.graph.names[i], np.asarray(lengths)
         rows = int(t["k2"][i] * t["c_in"][i]) if t["kind"][i] == CONV else int(t["c_in"][i])
-        chunks = int(t["c_out"][i]) // pattern.chunk
+        chunks = int(t["csp_chunks"][i])
         if t["kind"][i] not in (CONV, DENSE_LAYER) or t["groups"][i] != 1 or lengths.shape != (rows,):
             raise CostModelError(f"node {name!r}: CSP cascade lengths of shape {lengths.shape}, expected "
                                  f"({rows},): one per weight row of an ungrouped conv or dense layer")
@@ -424,21 +424,34 @@ def _cascades(net: Network, t: dict) -> np.ndarray:
     return out
 
 
+def _measured_nodes(t: dict, key: str):
+    """(rows, statistic) for each node whose pattern carries a measured `key` of `tables`
+    ("histograms", "cascades"); rows: that node's entries of `t` (the DSE gathers many per node)."""
+    measured = np.flatnonzero([s is not None for s in t[key]])
+    for node in np.unique(t["node"][measured]):
+        rows = measured[t["node"][measured] == node]
+        yield rows, t[key][rows[0]]
+
+
+def _concrete_rows(folding, rows, shape):
+    """Each of a concrete folding's factors at `rows`, rounded; None when any is traced."""
+    concrete = [_concrete(x) for x in folding]
+    if any(f is None for f in concrete):
+        return None
+    return [np.round(np.broadcast_to(f, shape)[rows]) for f in concrete]
+
+
 def _cascade_factor(t: dict, ci, cg, fine, factor, temperature, xp):
     """`factor` (the fraction of dense cycles) with the rows whose CSP pattern has measured
     cascade lengths replaced by the rows run together's longest cascade: `sp.cascade_work` for a
     concrete folding, `sp.expected_cascade_work` (independent draws) under tracing."""
-    measured = np.flatnonzero([c is not None for c in t["cascades"]])
-    if measured.size == 0:
-        return factor
-    concrete = [_concrete(x) for x in (ci, cg, fine)]
-    for node in np.unique(t["node"][measured]):
-        rows = measured[t["node"][measured] == node]
-        lengths, chunks = t["cascades"][rows[0]], int(t["csp_chunks"][rows[0]])
+    for rows, lengths in _measured_nodes(t, "cascades"):
+        chunks = int(t["csp_chunks"][rows[0]])
         conv = t["kind"][rows[0]] == CONV
         taps = int(t["k2"][rows[0]]) if conv else 1
-        if temperature is None and all(f is not None for f in concrete):
-            ci_, cg_, fine_ = (np.round(np.broadcast_to(f, factor.shape)[rows]) for f in concrete)
+        concrete = _concrete_rows((ci, cg, fine), rows, factor.shape)
+        if temperature is None and concrete is not None:
+            ci_, cg_, fine_ = concrete
             work = sp.cascade_work(lengths, chunks, taps, ci_ * cg_, fine_ if conv else 1)
         else:
             together = xp.asarray(ci)[rows] * (xp.asarray(cg)[rows] * xp.asarray(fine)[rows] if conv else 1.0)
@@ -451,15 +464,10 @@ def _measured_window_cycles(t: dict, ci, cg, fine, window, temperature, xp):
     """`window` with the rows whose pattern has measured histograms replaced: the slowest stream's
     expected cycles (`sp.stream_window_cycles`) for a concrete folding; under tracing (the stream
     count is not known) the channels' mean histogram, sum_j ceil(j / fine) mean_c H[c, j]."""
-    measured = np.flatnonzero([h is not None for h in t["histograms"]])
-    if measured.size == 0:
-        return window
-    concrete = [_concrete(x) for x in (ci, cg, fine)]
-    for node in np.unique(t["node"][measured]):
-        rows = measured[t["node"][measured] == node]
-        h = t["histograms"][rows[0]]
-        if temperature is None and all(f is not None for f in concrete):
-            ci_, cg_, fine_ = (np.round(np.broadcast_to(f, window.shape)[rows]) for f in concrete)
+    for rows, h in _measured_nodes(t, "histograms"):
+        concrete = _concrete_rows((ci, cg, fine), rows, window.shape)
+        if temperature is None and concrete is not None:
+            ci_, cg_, fine_ = concrete
             cycles = sp.stream_window_cycles(h, ci_ * cg_, fine_, bool(t["skip_zero"][rows[0]]))
         else:
             j = np.arange(h.shape[1])

@@ -165,11 +165,10 @@ def fit(design_path: str, hls_path: str) -> str:
     return "\n".join(lines)
 
 
-def zoo_row(design_path: str, hls_path: str) -> str:
-    """One row of device_fit.md's zoo table: a whole design's throughput, streamed layers and
-    resources as shares of the device, by cooptim's model and by the wheel's for the same folding."""
-    design_ = json.loads(open(design_path).read())
-    wheel = json.loads(open(hls_path).read())
+def _shares(design_: dict, wheel: dict) -> tuple[str, str, bool, int]:
+    """A design's resources as shares of its device, by cooptim's model (DSP / BRAM18 / URAM /
+    LUT / FF) and by the wheel's at the same folding (DSP / LUT / FF), as table cells; whether
+    both are within the device; how many nodes the wheel modelled."""
     device = cm.get_device(design_["device"])
     ours = design_["ours"]
     capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut, "FF": device.ff}
@@ -177,11 +176,19 @@ def zoo_row(design_path: str, hls_path: str) -> str:
     theirs = {r: sum(node[r] for node in modelled) / capacity[r] for r in ("DSP", "LUT", "FF")}
     share = {r: ours[r] / capacity[r] if capacity[r] else (0.0 if not ours[r] else np.inf) for r in capacity}
     within = max(share.values()) <= 1.0 + 1e-9 and max(theirs.values()) <= 1.0 + 1e-9
+    return (" / ".join(f"{100 * share[r]:.0f}%" if capacity[r] else "none" for r in capacity),
+            " / ".join(f"{100 * theirs[r]:.0f}%" for r in theirs), within, len(modelled))
+
+
+def zoo_row(design_path: str, hls_path: str) -> str:
+    """One row of device_fit.md's zoo table: a whole design's throughput, streamed layers and
+    resources as shares of the device, by cooptim's model and by the wheel's for the same folding."""
+    design_ = json.loads(open(design_path).read())
+    ours = design_["ours"]
+    mine, theirs, within, _ = _shares(design_, json.loads(open(hls_path).read()))
     return (f"| {design_['network'].split(' ')[0]} | {design_['device']} | {ours['throughput']:,.0f} | "
-            f"{ours['streamed_layers']} ({ours['bandwidth_gbps']:.1f}) | "
-            + " / ".join(f"{100 * share[r]:.0f}%" if capacity[r] else "none" for r in capacity) + " | "
-            + " / ".join(f"{100 * theirs[r]:.0f}%" for r in theirs)
-            + f" | {'yes (BRAM/URAM: ours only)' if within else 'no'} |")
+            f"{ours['streamed_layers']} ({ours['bandwidth_gbps']:.1f}) | {mine} | {theirs}"
+            f" | {'yes (BRAM/URAM: ours only)' if within else 'no'} |")
 
 
 def fit_partitions(prefix: str) -> str:
@@ -194,25 +201,16 @@ def fit_partitions(prefix: str) -> str:
             design_ = json.loads(open(f"{prefix}.{n}.json").read())
         except FileNotFoundError:
             break
-        wheel = json.loads(open(f"{prefix}.{n}.hls.json").read())
-        device = cm.get_device(design_["device"])
-        capacity = {"DSP": device.dsp, "BRAM": device.bram18, "URAM": device.uram, "LUT": device.lut,
-                    "FF": device.ff}
+        mine, theirs, within, modelled = _shares(design_, json.loads(open(f"{prefix}.{n}.hls.json").read()))
         ours, part = design_["ours"], design_["partition"]
-        modelled = [node for node in wheel["nodes"] if "cycles" in node]
-        theirs = {r: sum(node[r] for node in modelled) for r in ("DSP", "LUT", "FF")}
-        share = {r: ours[r] / capacity[r] if capacity[r] else (0.0 if not ours[r] else np.inf) for r in capacity}
-        peer_share = {r: theirs[r] / capacity[r] for r in theirs}
-        within = max(share.values()) <= 1.0 + 1e-9 and max(peer_share.values()) <= 1.0 + 1e-9
         first, stop = part["nodes"]
-        rows.append(f"| {n} | {first}..{stop - 1} ({len(design_['nodes'])}; the wheel {len(modelled)}) | "
-                    f"{ours['throughput']:,.0f} | {ours['streamed_layers']} | "
-                    + " / ".join(f"{100 * share[r]:.0f}%" if capacity[r] else "none" for r in capacity) + " | "
-                    + " / ".join(f"{100 * peer_share[r]:.0f}%" for r in theirs) + f" | {'yes' if within else 'no'} |")
+        rows.append(f"| {n} | {first}..{stop - 1} ({len(design_['nodes'])}; the wheel {modelled}) | "
+                    f"{ours['throughput']:,.0f} | {ours['streamed_layers']} | {mine} | {theirs} | "
+                    f"{'yes' if within else 'no'} |")
         n += 1
     if not n:
         raise SystemExit(f"no partition designs {prefix}.0.json ...")
-    head = (f"{design_['network'].split(' ')[0]} on the {device.name.upper()}, `memory: {ours['memory']}`, "
+    head = (f"{design_['network'].split(' ')[0]} on the {design_['device'].upper()}, `memory: {ours['memory']}`, "
             f"every resource within {ours['limit']:.0%} of the device by cooptim's model: "
             f"{part['of']} partition{'s' if part['of'] > 1 else ''}, {part['throughput']:.1f} images/s at batch "
             f"{part['batch']} "
