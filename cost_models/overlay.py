@@ -18,12 +18,16 @@ Sparsity:
     pe_in of a dense fetch, nnz ~ Binomial(pe_in, weight x activation density). Balanced groups
     keep the same count in every lane, so they pay only their density: the load imbalance they
     remove.
+
+Energy: MACs, off-chip bits and on-chip buffer accesses (Eyeriss's accounting, ISCA 2016), the
+activation fetches as each engine makes them: the array refetches its inputs for every tile of
+output channels, CSP's engine reads each activation once (`evaluate`'s comment gives the sources).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,33 +42,66 @@ from cost_models.relax import smooth_max
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class Engine:
-    """The PE array: pe_in x pe_out multipliers; on-chip buffers hold one layer's tile at a time."""
+    """The PE array: pe_in x pe_out x taps multipliers; on-chip buffers hold one layer's tile at a time.
+
+    `taps`: kernel positions of a window computed in the same cycle. 1 (the default) walks a K x K
+    window one tap per cycle, as DPACS's serial engine does; DPACS's parallel engine unrolls the
+    whole 3 x 3 window (CASR-HKU/DPACS, hardware/source/*/*_parallel/conv.h: the k loop inside the
+    II=1 pipeline), so it sets taps=9 and a layer with a larger window takes ceil(K^2 / taps) passes.
+    """
 
     pe_in: int = 16
     pe_out: int = 16
+    taps: int = 1
+    # None: weights stream in while the array computes (prefetched, part of the roofline's
+    # traffic). An int: a layer's weights are first loaded into the array's buffers at this many
+    # words per cycle and only then does it compute, as DPACS's engines do (conv.h: the w.read()
+    # loop fills w_buffer, one pe_in-wide word per cycle, before the compute loop).
+    weight_load_words: int | None = None
+
+    def __post_init__(self):
+        for field in ("pe_in", "pe_out", "taps", "weight_load_words"):
+            if getattr(self, field) is not None and int(getattr(self, field)) < 1:
+                raise ValueError(f"Engine.{field} must be at least 1, got {getattr(self, field)}")
 
 
 class OverlayCost(NamedTuple):
     layer_cycles: jax.Array  # (L,)
-    compute_cycles: jax.Array  # (L,)
+    compute_cycles: jax.Array  # (L,) weight loading (when not prefetched) included
+    load_cycles: jax.Array  # (L,) loading weights before compute; 0 when prefetched
     memory_cycles: jax.Array  # (L,)
     cycles: jax.Array  # per image
     throughput: jax.Array  # images / s
     latency: jax.Array  # s
     dsp: jax.Array
     dram_bits: jax.Array  # off-chip bits per image
+    onchip_words: jax.Array  # on-chip buffer accesses per image: weight operands, activation fetches, outputs
     energy_j: jax.Array
     effective_macs: jax.Array
 
 
+def _engine_table(net: df.Network, engine: Engine, layer_engines: Mapping[str, Engine] | None) -> dict:
+    """Per-layer engine parameters, (L,) NumPy arrays: `engine` unless `layer_engines` names one."""
+    layer_engines = dict(layer_engines or {})
+    unknown = sorted(set(layer_engines) - set(net.names))
+    if unknown:
+        raise df.CostModelError(f"layer_engines names {unknown[0]!r}, which is no node of the network")
+    chosen = [layer_engines.get(name, engine) for name in net.names]
+    table = {f: np.array([getattr(e, f) for e in chosen], np.float64) for f in ("pe_in", "pe_out", "taps")}
+    table["weight_load_words"] = np.array([e.weight_load_words or 0 for e in chosen], np.float64)
+    return table
+
+
 def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Device, *,
-             temperature: float | None = None,
+             temperature: float | None = None, layer_engines: Mapping[str, Engine] | None = None,
              energy: df.EnergyParams = df.EnergyParams()) -> OverlayCost:
     """Roofline cost of `net` on one `engine`; pure JAX, so jit / grad / vmap apply to density.
 
     Args:
       net: static network (its patterns say how sparsity is exploited).
       engine: PE-array size (static).
+      layer_engines: node name -> the engine that runs it, where it is not `engine` (DPACS's
+        bottleneck designs size each conv's engine apart); `dsp` counts `engine`'s multipliers.
       density: per layer (L,) weight and activation densities; for DPACS layers `weight` is the
         expected fraction of active channels and `activation` of active positions.
       temperature: None for exact ceil / max; > 0 for the smooth relaxation.
@@ -76,6 +113,7 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     d_a = jnp.asarray(density.activation, jnp.float32)
     work = t["work_kind"]
     is_compute = (t["kind"] == df.CONV) | (t["kind"] == df.DENSE_LAYER)
+    e = _engine_table(net, engine, layer_engines)
 
     def ceil(x):  # tiles are whole; relaxed: the continuous number of tiles
         return jnp.ceil(x - 1e-9) if temperature is None else x
@@ -83,24 +121,27 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     # Compute: tiles of pe_in input channels x pe_out output channels, one per cycle per output
     # position and kernel tap. Non-compute layers stream through at pe_in words per cycle.
     cin = t["c_in"] / t["groups"]
-    tiles = ceil(cin / engine.pe_in) * ceil(t["c_out"] / engine.pe_out)
-    dense_compute = jnp.where(is_compute, tiles * t["ho_wo"] * t["k2"], t["in_words"] / engine.pe_in)
+    tiles = ceil(cin / e["pe_in"]) * ceil(t["c_out"] / e["pe_out"])
+    passes = np.ceil(t["k2"] / e["taps"])
+    dense_compute = jnp.where(is_compute, tiles * t["ho_wo"] * passes, t["in_words"] / e["pe_in"])
     factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC, work == sp.UNSTRUCTURED],
                         [d_w, d_w * d_a, d_w * d_a], 1.0)
     # unstructured: per fetch, the expected fullest of the pe_out lanes over its group of the
     # fetched activations (the layer's channels when it has fewer than pe_in), relative to dense
-    per_lane = np.where(is_compute & (work == sp.UNSTRUCTURED), np.minimum(cin, engine.pe_in), 1).astype(int)
-    lane_max = sp.expected_lane_max(per_lane, jnp.clip(d_w * d_a, 0.0, 1.0), engine.pe_out)
+    per_lane = np.where(is_compute & (work == sp.UNSTRUCTURED), np.minimum(cin, e["pe_in"]), 1).astype(int)
+    lane_max = sp.expected_lane_max(per_lane, jnp.clip(d_w * d_a, 0.0, 1.0), e["pe_out"][:, None])
     compute_factor = jnp.where(work == sp.UNSTRUCTURED, lane_max / per_lane, factor)
     # DPACS's gating heads as built (`DynamicPattern.gate_macs`): the spatial gate has one output
     # channel, so it fills one of the array's pe_out columns; the channel gate is a matrix.
-    gate_cycles = t["gate_spatial_macs"] / engine.pe_in + t["gate_channel_macs"] / (engine.pe_in * engine.pe_out)
-    compute = dense_compute * compute_factor + gate_cycles
+    gate_cycles = t["gate_spatial_macs"] / e["pe_in"] + t["gate_channel_macs"] / (e["pe_in"] * e["pe_out"])
 
     # Memory: weights (values + indices) once per image, input and output activations.
     stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)
     precomputed = np.array([getattr(p, "precompute_channel_mask", False) for p in net.patterns])
     loaded = jnp.where((work == sp.DYNAMIC) & precomputed, d_w, stored)
+    loads_first = is_compute & (e["weight_load_words"] > 0)
+    load = jnp.where(loads_first, t["params"] * loaded / np.maximum(e["weight_load_words"], 1), 0.0)
+    compute = dense_compute * compute_factor + gate_cycles + load
     weight_bits = t["params"] * loaded * (pr.weight_bits + t["index_bits"])
     act_in = jnp.where(work == sp.DYNAMIC, d_a, 1.0) * t["in_words"] * pr.data_bits
     act_out = t["out_words"] * pr.data_bits
@@ -113,35 +154,58 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     clock_hz = device.clock_mhz * 1e6
     effective_macs = (t["macs"] * factor).sum()
     effective_macs = effective_macs + (t["gate_spatial_macs"] + t["gate_channel_macs"]).sum()  # DPACS gates too
-    energy_j = ((effective_macs * energy.pj_per_mac + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
+
+    # On-chip accesses, counted as Eyeriss does (Chen et al., ISCA 2016: energy by level of the
+    # hierarchy times its accesses): one weight operand per effective MAC and each output written
+    # once, as in the dataflow model; activations as the engine fetches them. The array fetches
+    # pe_in x taps of them per cycle, shared by its pe_out lanes, and fetches the same ones again
+    # for every tile of pe_out output channels; CSP's engine reads each unique activation once and
+    # cascades it through that input's weight row (Hanson et al., ISCA 2022, CSP-A), so its
+    # fetches do not grow with the output channels. Non-compute layers read their input once.
+    is_csp = is_compute & np.array([isinstance(p, sp.CSPPattern) for p in net.patterns])
+    array_fetches = dense_compute * compute_factor * e["pe_in"] * e["taps"]
+    activation_reads = jnp.where(is_csp | ~is_compute, t["in_words"], array_fetches)
+    onchip_words = effective_macs + activation_reads.sum() + t["out_words"].sum()
+    energy_j = ((effective_macs * energy.pj_per_mac + onchip_words * energy.pj_per_onchip_word
+                 + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
                 + energy.static_watts * cycles / clock_hz)
-    return OverlayCost(layer_cycles, compute, memory, cycles, clock_hz / cycles, cycles / clock_hz,
-                       jnp.float32(engine.pe_in * engine.pe_out * df.dsp_per_multiplier(pr)), dram_bits.sum(), energy_j,
-                       effective_macs)
+    dsp = jnp.float32(engine.pe_in * engine.pe_out * engine.taps * df.dsp_per_multiplier(pr))
+    return OverlayCost(layer_cycles, compute, load, memory, cycles, clock_hz / cycles, cycles / clock_hz, dsp,
+                       dram_bits.sum(), onchip_words, energy_j, effective_macs)
 
 
 def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: Engine, density: df.Density,
                     device: Device, *, temperature: float | None = None,
+                    layer_engines: Mapping[str, Engine] | None = None,
                     energy: df.EnergyParams = df.EnergyParams()) -> OverlayCost:
-    """DPACS's parallel variant: the layers of each block (a residual block's convs) each on an
-    `engine` of their own, pipelined, so a block takes the slowest engine's compute or the block's
-    whole off-chip traffic at the device's bandwidth, whichever is longer (the memory I/O
-    bottleneck DPACS reports as pruning removes compute). The layers in no block run one after
+    """DPACS's block engines (CASR-HKU/DPACS, hardware/source/*/top.cpp: one HLS dataflow region
+    per residual block, serial and parallel designs alike): the layers of each block each on an
+    `engine` of their own, pipelined, so a block takes its slowest engine or the block's whole
+    off-chip traffic at the device's bandwidth, whichever is longer (the memory I/O bottleneck
+    DPACS reports as pruning removes compute). When the engine loads its weights before computing
+    (`Engine.weight_load_words`), the block's weights arrive through one port in layer order
+    (top.cpp's Load_Weight_Merge -> route_weight), so a layer finishes after the loads of every
+    layer before it in its block, its own, and its compute. The layers in no block run one after
     the other on one `engine`, as in `evaluate`; `layer_cycles` gives each block's time to its
     first layer and 0 to the others."""
-    single = evaluate(net, engine, density, device, temperature=temperature, energy=energy)
+    single = evaluate(net, engine, density, device, temperature=temperature, layer_engines=layer_engines,
+                      energy=energy)
     index = {name: i for i, name in enumerate(net.names)}
     unknown = sorted({name for block in blocks for name in block} - set(index))
     if unknown:
         raise df.CostModelError(f"block layer {unknown[0]!r} is no node of the network")
+    t = df.tables(net)
+    is_compute = (t["kind"] == df.CONV) | (t["kind"] == df.DENSE_LAYER)
     layer_cycles = single.layer_cycles
     for block in blocks:
         rows = np.array([index[name] for name in block])
-        both = jnp.stack([single.compute_cycles[rows].max(), single.memory_cycles[rows].sum()])
+        finish = jnp.cumsum(single.load_cycles[rows]) + single.compute_cycles[rows] - single.load_cycles[rows]
+        both = jnp.stack([smooth_max(finish, temperature, axis=0), single.memory_cycles[rows].sum()])
         layer_cycles = layer_cycles.at[rows].set(0.0).at[rows[0]].set(smooth_max(both, temperature, axis=0))
     cycles = layer_cycles.sum()
     clock_hz = device.clock_mhz * 1e6
-    engines = max((len(block) for block in blocks), default=1)  # the largest block's, reused by the others
+    # the block with the most compute layers sets the engine count; the other blocks reuse them
+    engines = max((int(is_compute[[index[name] for name in block]].sum()) for block in blocks), default=1)
     energy_j = single.energy_j - energy.static_watts * (single.cycles - cycles) / clock_hz
     return single._replace(layer_cycles=layer_cycles, cycles=cycles, throughput=clock_hz / cycles,
-                           latency=cycles / clock_hz, dsp=single.dsp * engines, energy_j=energy_j)
+                           latency=cycles / clock_hz, dsp=single.dsp * max(engines, 1), energy_j=energy_j)

@@ -10,7 +10,7 @@ import pytest
 from cost_models import dataflow as df
 from cost_models import devices, overlay
 from cost_models import sparsity as sp
-from cost_models.layers import Conv2D
+from cost_models.layers import Conv2D, Elementwise
 
 ZCU102 = devices.get_device("zcu102")
 
@@ -116,3 +116,94 @@ def test_a_block_of_engines_takes_its_slowest_engine_or_its_whole_traffic():
     assert float(memory_bound.layer_cycles[0]) == pytest.approx(slow_memory[:2].sum(), rel=1e-6)
     with pytest.raises(df.CostModelError, match="block layer 'x' is no node of the network"):
         overlay.evaluate_blocks(net, [["a", "x"]], engine, density, ZCU102)
+
+
+def test_a_window_engine_takes_one_pass_per_taps_kernel_positions():
+    """DPACS's parallel engine computes a whole 3 x 3 window per cycle (taps=9): a 3 x 3 conv is
+    one pass of its tiles, a 5 x 5 conv ceil(25 / 9) = 3, a 1 x 1 conv one; each multiplier a DSP."""
+    engine = overlay.Engine(16, 16, taps=9)
+    for kernel, passes in (((3, 3), 1), ((5, 5), 3), ((1, 1), 1)):
+        conv = Conv2D("c", (16, 16, 32), 64, kernel)
+        net = df.Network.build([conv])
+        cost = overlay.evaluate(net, engine, df.Density.dense(net), ZCU102)
+        positions = conv.out_shape[0] * conv.out_shape[1]
+        assert float(cost.compute_cycles[0]) == 2 * 4 * positions * passes
+    assert float(cost.dsp) == 16 * 16 * 9
+
+
+def test_weights_loaded_before_compute_add_their_load_time():
+    """An engine that loads a layer's weights at 16 words per cycle before computing (DPACS's
+    conv.h) takes 18,432 / 16 = 1,152 cycles more than one that prefetches them."""
+    net = df.Network.build([Conv2D("c", (16, 16, 32), 64)])
+    prefetched = overlay.evaluate(net, overlay.Engine(16, 16), df.Density.dense(net), ZCU102)
+    loading = overlay.evaluate(net, overlay.Engine(16, 16, weight_load_words=16), df.Density.dense(net), ZCU102)
+    assert float(prefetched.load_cycles[0]) == 0.0
+    assert float(loading.load_cycles[0]) == 1_152
+    assert float(loading.compute_cycles[0]) == float(prefetched.compute_cycles[0]) + 1_152
+
+
+def test_a_block_loads_its_weights_in_layer_order_through_one_port():
+    """DPACS's top.cpp routes one weight stream to a block's engines: b's compute starts after a's
+    load and its own, so the block ends at the later of a's load + compute and a's load + b's load
+    + b's compute."""
+    layers = [Conv2D("a", (16, 16, 32), 32), Conv2D("b", (16, 16, 32), 64)]
+    net = df.Network.build(layers)
+    engine, density = overlay.Engine(8, 8, weight_load_words=2), df.Density.dense(net)
+    single = overlay.evaluate(net, engine, density, ZCU102)
+    load, compute = np.asarray(single.load_cycles), np.asarray(single.compute_cycles) - np.asarray(single.load_cycles)
+    block = overlay.evaluate_blocks(net, [["a", "b"]], engine, density, ZCU102)
+    expected = max(load[0] + compute[0], load[0] + load[1] + compute[1])
+    assert float(block.cycles) == pytest.approx(expected, rel=1e-6)
+    assert expected > max(load[0] + compute[0], load[1] + compute[1])  # the shared port is what binds
+
+
+def test_layer_engines_size_each_layer_apart_and_bad_engines_are_named():
+    layers = [Conv2D("a", (16, 16, 32), 32), Conv2D("b", (16, 16, 32), 64)]
+    net = df.Network.build(layers)
+    density = df.Density.dense(net)
+    base = overlay.evaluate(net, overlay.Engine(8, 8), density, ZCU102)
+    mixed = overlay.evaluate(net, overlay.Engine(8, 8), density, ZCU102, layer_engines={"b": overlay.Engine(32, 16)})
+    assert float(mixed.compute_cycles[0]) == float(base.compute_cycles[0])
+    assert float(mixed.compute_cycles[1]) == 1 * 4 * 256 * 9  # ceil(32/32) x ceil(64/16) tiles
+    with pytest.raises(df.CostModelError, match="layer_engines names 'x', which is no node"):
+        overlay.evaluate(net, overlay.Engine(8, 8), density, ZCU102, layer_engines={"x": overlay.Engine()})
+    for field in ("pe_in", "pe_out", "taps", "weight_load_words"):
+        with pytest.raises(ValueError, match=f"Engine.{field} must be at least 1, got 0"):
+            overlay.Engine(**{field: 0})
+
+
+def test_a_block_needs_an_engine_per_compute_layer_only():
+    """A block of a conv, an elementwise ReLU and a conv runs on two engines, not three."""
+    layers = [Conv2D("a", (16, 16, 32), 32), Elementwise("relu", (16, 16, 32)), Conv2D("b", (16, 16, 32), 32)]
+    net = df.Network.build(layers)
+    engine, density = overlay.Engine(8, 8), df.Density.dense(net)
+    single = overlay.evaluate(net, engine, density, ZCU102)
+    block = overlay.evaluate_blocks(net, [["a", "relu", "b"]], engine, density, ZCU102)
+    assert float(block.dsp) == 2 * float(single.dsp)
+
+
+def test_csp_reads_each_activation_once_where_the_array_refetches_per_output_tile():
+    """64 -> 64 channels, 16 x 16, 3 x 3 on a 16 x 16 array: the array fetches 16 activations per
+    cycle over 4 x 4 tiles x 256 positions x 9 taps = 589,824 reads, the 16,384 inputs once per
+    tap and output tile; CSP reads the 16,384 once (Hanson et al., ISCA 2022). The weight
+    operands (one per MAC) and the outputs are the same, so the energy differs by the 573,440
+    activation reads saved, less CSP's off-chip length counters."""
+    conv = Conv2D("c", (16, 16, 64), 64)
+    dense = df.Network.build([conv])
+    csp = df.Network.build([conv], [sp.CSPPattern(chunk=8, kept=1.0)])
+    engine, no_static = overlay.Engine(16, 16), df.EnergyParams(static_watts=0.0)
+    a = overlay.evaluate(dense, engine, df.Density.dense(dense), ZCU102, energy=no_static)
+    b = overlay.evaluate(csp, engine, df.Density.from_patterns(csp), ZCU102, energy=no_static)
+    macs, outputs = 16 * 16 * 64 * 64 * 9, 16 * 16 * 64
+    assert float(a.onchip_words) == macs + 589_824 + outputs
+    assert float(b.onchip_words) == macs + 16_384 + outputs
+    counters_j = float(b.dram_bits - a.dram_bits) * no_static.pj_per_dram_bit * 1e-12
+    saved_j = 573_440 * no_static.pj_per_onchip_word * 1e-12 - counters_j
+    assert float(a.energy_j - b.energy_j) == pytest.approx(saved_j, rel=1e-5)
+    # at half the weights, 2:4 halves the array's fetches; CSP still reads each activation once
+    nm = df.Network.build([conv], [sp.NMPattern(2, 4)])
+    half = df.Network.build([conv], [sp.CSPPattern(chunk=8, kept=0.5)])
+    c = overlay.evaluate(nm, engine, df.Density.from_patterns(nm), ZCU102, energy=no_static)
+    d = overlay.evaluate(half, engine, df.Density.from_patterns(half), ZCU102, energy=no_static)
+    assert float(c.onchip_words) == macs / 2 + 589_824 / 2 + outputs
+    assert float(d.onchip_words) == macs / 2 + 16_384 + outputs
