@@ -58,9 +58,13 @@ class Engine:
     # words per cycle and only then does it compute, as DPACS's engines do (conv.h: the w.read()
     # loop fills w_buffer, one pe_in-wide word per cycle, before the compute loop).
     weight_load_words: int | None = None
+    # None: feature maps move at the device's bandwidth. An int: they enter and leave the engine
+    # through ports of this many words per cycle (DPACS's top.cpp: fin is PI_0 words wide, fout
+    # PO_1), a bound of its own once pruning removes compute: the I/O bottleneck DPACS reports.
+    feature_port_words: int | None = None
 
     def __post_init__(self):
-        for field in ("pe_in", "pe_out", "taps", "weight_load_words"):
+        for field in ("pe_in", "pe_out", "taps", "weight_load_words", "feature_port_words"):
             if getattr(self, field) is not None and int(getattr(self, field)) < 1:
                 raise ValueError(f"Engine.{field} must be at least 1, got {getattr(self, field)}")
 
@@ -88,7 +92,8 @@ def _engine_table(net: df.Network, engine: Engine, layer_engines: Mapping[str, E
         raise df.CostModelError(f"layer_engines names {unknown[0]!r}, which is no node of the network")
     chosen = [layer_engines.get(name, engine) for name in net.names]
     table = {f: np.array([getattr(e, f) for e in chosen], np.float64) for f in ("pe_in", "pe_out", "taps")}
-    table["weight_load_words"] = np.array([e.weight_load_words or 0 for e in chosen], np.float64)
+    for field in ("weight_load_words", "feature_port_words"):  # 0: not set
+        table[field] = np.array([getattr(e, field) or 0 for e in chosen], np.float64)
     return table
 
 
@@ -106,6 +111,12 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
         expected fraction of active channels and `activation` of active positions.
       temperature: None for exact ceil / max; > 0 for the smooth relaxation.
     """
+    return _evaluate(net, engine, density, device, temperature, layer_engines, energy)[0]
+
+
+def _evaluate(net, engine, density, device, temperature, layer_engines, energy) -> tuple[OverlayCost, dict]:
+    """`evaluate`, and the per-layer quantities `evaluate_blocks` regroups: weight bits, the bits
+    per cycle of the device, each layer's engine table."""
     df.check(net, df.Folding.minimal(net), density)
     t = df.tables(net)
     pr = net.precision
@@ -147,7 +158,11 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
     act_out = t["out_words"] * pr.data_bits
     dram_bits = weight_bits + act_in + act_out
     bits_per_cycle = device.bandwidth_gbps * 1e9 / (device.clock_mhz * 1e6)
-    memory = dram_bits / bits_per_cycle
+    # feature ports: input and output on their own AXI channels, so the larger of the two
+    port = np.maximum(e["feature_port_words"], 1)
+    port_cycles = jnp.where(e["feature_port_words"] > 0,
+                            jnp.maximum(act_in, act_out) / pr.data_bits / port, 0.0)
+    memory = smooth_max(jnp.stack([dram_bits / bits_per_cycle, port_cycles]), temperature, axis=0)
 
     layer_cycles = smooth_max(jnp.stack([compute, memory]), temperature, axis=0)
     cycles = layer_cycles.sum()
@@ -170,8 +185,9 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
                  + dram_bits.sum() * energy.pj_per_dram_bit) * 1e-12
                 + energy.static_watts * cycles / clock_hz)
     dsp = jnp.float32(engine.pe_in * engine.pe_out * engine.taps * df.dsp_per_multiplier(pr))
-    return OverlayCost(layer_cycles, compute, load, memory, cycles, clock_hz / cycles, cycles / clock_hz, dsp,
+    cost = OverlayCost(layer_cycles, compute, load, memory, cycles, clock_hz / cycles, cycles / clock_hz, dsp,
                        dram_bits.sum(), onchip_words, energy_j, effective_macs)
+    return cost, {"weight_bits": weight_bits, "bits_per_cycle": bits_per_cycle, "engines": e}
 
 
 def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: Engine, density: df.Density,
@@ -180,16 +196,18 @@ def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: En
                     energy: df.EnergyParams = df.EnergyParams()) -> OverlayCost:
     """DPACS's block engines (CASR-HKU/DPACS, hardware/source/*/top.cpp: one HLS dataflow region
     per residual block, serial and parallel designs alike): the layers of each block each on an
-    `engine` of their own, pipelined, so a block takes its slowest engine or the block's whole
-    off-chip traffic at the device's bandwidth, whichever is longer (the memory I/O bottleneck
-    DPACS reports as pruning removes compute). When the engine loads its weights before computing
+    `engine` of their own, pipelined, so a block takes its slowest engine or its off-chip traffic,
+    whichever is longer (the memory I/O bottleneck DPACS reports as pruning removes compute). The
+    traffic is the block's weights, its input read in full (a dynamic block's spatial gate sees
+    every position: DPACS's conv_1x1_mask_wrap) and its output; what passes between its engines
+    stays on chip. It moves at the device's bandwidth, and the feature maps also through the
+    ports of the block's first and last compute engines (`Engine.feature_port_words`). When the engine loads its weights before computing
     (`Engine.weight_load_words`), the block's weights arrive through one port in layer order
     (top.cpp's Load_Weight_Merge -> route_weight), so a layer finishes after the loads of every
     layer before it in its block, its own, and its compute. The layers in no block run one after
     the other on one `engine`, as in `evaluate`; `layer_cycles` gives each block's time to its
     first layer and 0 to the others."""
-    single = evaluate(net, engine, density, device, temperature=temperature, layer_engines=layer_engines,
-                      energy=energy)
+    single, parts = _evaluate(net, engine, density, device, temperature, layer_engines, energy)
     index = {name: i for i, name in enumerate(net.names)}
     unknown = sorted({name for block in blocks for name in block} - set(index))
     if unknown:
@@ -197,10 +215,18 @@ def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: En
     t = df.tables(net)
     is_compute = (t["kind"] == df.CONV) | (t["kind"] == df.DENSE_LAYER)
     layer_cycles = single.layer_cycles
+    ports = parts["engines"]["feature_port_words"]
     for block in blocks:
         rows = np.array([index[name] for name in block])
         finish = jnp.cumsum(single.load_cycles[rows]) + single.compute_cycles[rows] - single.load_cycles[rows]
-        both = jnp.stack([smooth_max(finish, temperature, axis=0), single.memory_cycles[rows].sum()])
+        words_in, words_out = t["in_words"][rows[0]], t["out_words"][rows[-1]]
+        traffic = parts["weight_bits"][rows].sum() + (words_in + words_out) * net.precision.data_bits
+        engines_used = rows[is_compute[rows]] if is_compute[rows].any() else rows
+        port_in, port_out = ports[engines_used[0]], ports[engines_used[-1]]
+        port_cycles = max(words_in / port_in if port_in else 0.0, words_out / port_out if port_out else 0.0)
+        memory = smooth_max(jnp.stack([traffic / parts["bits_per_cycle"], jnp.float32(port_cycles)]),
+                            temperature, axis=0)
+        both = jnp.stack([smooth_max(finish, temperature, axis=0), memory])
         layer_cycles = layer_cycles.at[rows].set(0.0).at[rows[0]].set(smooth_max(both, temperature, axis=0))
     cycles = layer_cycles.sum()
     clock_hz = device.clock_mhz * 1e6
