@@ -76,13 +76,22 @@ def test_relaxed_gradients_are_finite_everywhere(design):
     assert _finite(grads), grads
 
 
+ENGINES = st.builds(overlay.Engine, st.sampled_from([1, 4, 16, 32]), st.sampled_from([1, 8, 16]),
+                    taps=st.sampled_from([1, 9]), weight_load_words=st.sampled_from([None, 1, 16]),
+                    feature_port_words=st.sampled_from([None, 1, 16]))
+
+
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(designs(), st.sampled_from([None, 0.5]), st.sampled_from([(16, 16), (4, 8), (32, 1)]))
-def test_the_overlay_model_is_finite_everywhere(design, temperature, pe):
+@given(designs(), st.sampled_from([None, 0.5]), ENGINES)
+def test_the_overlay_model_is_finite_everywhere(design, temperature, engine):
     net, _, density = design
-    cost = jax.jit(lambda d: overlay.evaluate(net, overlay.Engine(*pe), d, DEVICE, temperature=temperature))(density)
+    cost = jax.jit(lambda d: overlay.evaluate(net, engine, d, DEVICE, temperature=temperature))(density)
     assert _finite(cost._asdict()), cost
     assert float(cost.throughput) > 0
+    # the whole network as one block of engines (DPACS's): finite too
+    blocks = overlay.evaluate_blocks(net, [list(net.names)], engine, density, DEVICE, temperature=temperature)
+    assert _finite(blocks._asdict()), blocks
+    assert float(blocks.throughput) > 0
 
 
 def test_a_structured_layer_with_nothing_left_has_finite_relaxed_gradients():
