@@ -196,7 +196,9 @@ def main() -> None:
     rows.append(row("SAT/BDWP: training MACs at 2:8 over dense", "BDWP, Sec. III: (2N/M + 1)/3",
                     0.5, sat_mac_ratio(), "",
                     "the stem and fc stay dense, and the stem computes no input gradient"))
-    source = "CASR-HKU/DPACS hardware/README.md, expected latency on the ZCU102"
+    source = ("CASR-HKU/DPACS hardware/README.md, expected latency on the ZCU102 (the baseline run on "
+              "the dense design, resnet_*_dense_*.bit, the pruned runs on the DPUnit design: "
+              "hardware/drive/ZCU102/DPACS_hardware_experiments.ipynb)")
     engines = {"serial": "32 x 32 engines walking the 3 x 3 window a tap per cycle",
                "parallel": "16 x 16 engines computing the whole 3 x 3 window per cycle"}
     # what the board does and our engines do not (named, not fitted into the model)
@@ -228,7 +230,10 @@ def main() -> None:
             if abs(speedup / paper - 1) > 0.15:
                 why += ("; the gap: the board's time that our engines leave out (the dense row) does "
                         "not shrink as their cycles do: channel pruning shortens the tile loops, not "
-                        "the fills per position, and no pruning shortens the driver's calls")
+                        "the fills per position, and no pruning shortens the driver's calls; and the "
+                        "board divides the dense design's time by the DPUnit's, whose mask and "
+                        "coordinate streams cost time at any pruning, where ours is one design with "
+                        "and without its gates")
             rows.append(row(f"DPACS: {network} {variant} design speedup, {pruned:.0%} spatial + {pruned:.0%} "
                             "channel pruned", source, paper, speedup, "x",
                             why + "; with cooptim's own K x K gates: "
