@@ -62,11 +62,24 @@ class Engine:
     # through ports of this many words per cycle (DPACS's top.cpp: fin is PI_0 words wide, fout
     # PO_1), a bound of its own once pruning removes compute: the I/O bottleneck DPACS reports.
     feature_port_words: int | None = None
+    # 0: one pipeline over a layer's whole tile loop nest, II=1 throughout. Otherwise only the
+    # loop over one dimension of channel tiles (`pipelined_tiles`: "out" or "in") is pipelined,
+    # inside unpipelined loops over positions, kernel passes and the other dimension's tiles, so
+    # each entry into it costs `loop_fill` cycles (the pipeline's depth) on top of its trip
+    # count: DPACS's 3 x 3 engines pipeline the output tiles (conv.h `conv_3x3_double_*`), its
+    # 1 x 1 engines the input tiles (`conv1x1_dsp_double`). The depth is HLS's schedule, not
+    # in the source; positions a dynamic pattern skips pay no fill.
+    loop_fill: int = 0
+    pipelined_tiles: str = "out"
 
     def __post_init__(self):
         for field in ("pe_in", "pe_out", "taps", "weight_load_words", "feature_port_words"):
             if getattr(self, field) is not None and int(getattr(self, field)) < 1:
                 raise ValueError(f"Engine.{field} must be at least 1, got {getattr(self, field)}")
+        if int(self.loop_fill) < 0:
+            raise ValueError(f"Engine.loop_fill must be at least 0, got {self.loop_fill}")
+        if self.pipelined_tiles not in ("out", "in"):
+            raise ValueError(f"Engine.pipelined_tiles must be 'out' or 'in', got {self.pipelined_tiles!r}")
 
 
 class OverlayCost(NamedTuple):
@@ -91,7 +104,9 @@ def _engine_table(net: df.Network, engine: Engine, layer_engines: Mapping[str, E
     if unknown:
         raise df.CostModelError(f"layer_engines names {unknown[0]!r}, which is no node of the network")
     chosen = [layer_engines.get(name, engine) for name in net.names]
-    table = {f: np.array([getattr(e, f) for e in chosen], np.float64) for f in ("pe_in", "pe_out", "taps")}
+    table = {f: np.array([getattr(e, f) for e in chosen], np.float64)
+             for f in ("pe_in", "pe_out", "taps", "loop_fill")}
+    table["pipelined_out"] = np.array([e.pipelined_tiles == "out" for e in chosen])
     for field in ("weight_load_words", "feature_port_words"):  # 0: not set
         table[field] = np.array([getattr(e, field) or 0 for e in chosen], np.float64)
     return table
@@ -152,7 +167,12 @@ def _evaluate(net, engine, density, device, temperature, layer_engines, energy) 
     loaded = jnp.where((work == sp.DYNAMIC) & precomputed, d_w, stored)
     loads_first = is_compute & (e["weight_load_words"] > 0)
     load = jnp.where(loads_first, t["params"] * loaded / np.maximum(e["weight_load_words"], 1), 0.0)
-    compute = dense_compute * compute_factor + gate_cycles + load
+    # pipeline fill (`Engine.loop_fill`): once per entry into the pipelined tile loop, i.e. per
+    # tile of the other dimension, kernel pass and active position
+    entries = jnp.where(e["pipelined_out"], ceil(cin / e["pe_in"]), ceil(t["c_out"] / e["pe_out"]))
+    active = jnp.where(work == sp.DYNAMIC, d_a, 1.0)
+    fill = jnp.where(is_compute, t["ho_wo"] * passes * entries * e["loop_fill"] * active, 0.0)
+    compute = dense_compute * compute_factor + fill + gate_cycles + load
     weight_bits = t["params"] * loaded * (pr.weight_bits + t["index_bits"])
     act_in = jnp.where(work == sp.DYNAMIC, d_a, 1.0) * t["in_words"] * pr.data_bits
     act_out = t["out_words"] * pr.data_bits

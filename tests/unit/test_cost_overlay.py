@@ -225,3 +225,26 @@ def test_feature_ports_bound_a_layer_and_a_block_once_compute_is_small():
     engine, density = overlay.Engine(32, 32, feature_port_words=1), df.Density.dense(block_net)
     block = overlay.evaluate_blocks(block_net, [["a", "b"]], engine, density, ZCU102)
     assert float(block.cycles) == 8_192  # a's input; b's output is 4,096 words, a's output never leaves
+
+
+def test_pipeline_fill_is_paid_per_entry_into_the_pipelined_tile_loop():
+    """32 -> 64 channels, 16 x 16, 3 x 3 on a 16 x 16 array with a 5-cycle fill: pipelining the
+    output tiles, the loop is entered per input tile (2), tap (9) and position (256): 2 x 9 x 256 x
+    5 = 23,040 cycles on top of the 18,432; pipelining the input tiles, per output tile (4):
+    46,080. Positions a dynamic pattern skips pay none."""
+    conv = Conv2D("c", (16, 16, 32), 64)
+    net = df.Network.build([conv])
+    dense = df.Density.dense(net)
+    out = overlay.evaluate(net, overlay.Engine(16, 16, loop_fill=5), dense, ZCU102)
+    inner = overlay.evaluate(net, overlay.Engine(16, 16, loop_fill=5, pipelined_tiles="in"), dense, ZCU102)
+    assert float(out.compute_cycles[0]) == 18_432 + 23_040
+    assert float(inner.compute_cycles[0]) == 18_432 + 46_080
+    gated = df.Network.build([conv], [sp.DynamicPattern(spatial_gate_window=(1, 1))])
+    half = df.Density(np.array([1.0], np.float32), np.array([0.5], np.float32))
+    no_fill = overlay.evaluate(gated, overlay.Engine(16, 16), half, ZCU102)
+    with_fill = overlay.evaluate(gated, overlay.Engine(16, 16, loop_fill=5), half, ZCU102)
+    assert float(with_fill.compute_cycles[0] - no_fill.compute_cycles[0]) == 23_040 / 2
+    with pytest.raises(ValueError, match="Engine.pipelined_tiles must be 'out' or 'in', got 'x'"):
+        overlay.Engine(pipelined_tiles="x")
+    with pytest.raises(ValueError, match="Engine.loop_fill must be at least 0, got -1"):
+        overlay.Engine(loop_fill=-1)

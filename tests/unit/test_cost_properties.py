@@ -78,7 +78,8 @@ def test_relaxed_gradients_are_finite_everywhere(design):
 
 ENGINES = st.builds(overlay.Engine, st.sampled_from([1, 4, 16, 32]), st.sampled_from([1, 8, 16]),
                     taps=st.sampled_from([1, 9]), weight_load_words=st.sampled_from([None, 1, 16]),
-                    feature_port_words=st.sampled_from([None, 1, 16]))
+                    feature_port_words=st.sampled_from([None, 1, 16]), loop_fill=st.sampled_from([0, 7]),
+                    pipelined_tiles=st.sampled_from(["out", "in"]))
 
 
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
