@@ -98,7 +98,8 @@ def cost_summary(cost) -> dict:
            if hasattr(cost, "bram18") else {}),
         "utilisation": util,
         "layer_cycles": [float(c) for c in np.asarray(cost.layer_cycles)],
-        "layer_dsp": [float(c) for c in np.asarray(cost.layer_dsp)],
+        # the dataflow design's per-layer resources; the overlay has one engine for all layers
+        **({"layer_dsp": [float(c) for c in np.asarray(cost.layer_dsp)]} if hasattr(cost, "layer_dsp") else {}),
         **({"layer_bram18": [float(c) for c in np.asarray(cost.layer_bram18)]} if hasattr(cost, "layer_bram18") else {}),
     }
 
@@ -185,7 +186,9 @@ def hardware_report(model, graph: cm.Graph, cfg: Config, source: str = "<config>
     bottleneck = int(np.argmax(sparse["layer_cycles"]))
     nodes = [{"name": node.name, "op": cm.graph.op_name(node.layer), "inputs": list(node.inputs),
               "out_shape": list(cm.graph.out_shape(node.layer)), "cycles": sparse["layer_cycles"][i],
-              "dsp": sparse["layer_dsp"][i], "bram18": sparse.get("layer_bram18", [0.0] * len(graph))[i],
+              # per-engine resources of a dataflow design; None on the overlay, whose one engine runs every node
+              "dsp": sparse.get("layer_dsp", [None] * len(graph))[i],
+              "bram18": sparse.get("layer_bram18", [None] * len(graph))[i],
               "folding": (sparse["folding"] or {}).get(node.name)}
              for i, node in enumerate(graph.nodes)]
     skip = graph.skip_buffers()

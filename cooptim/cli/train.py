@@ -80,7 +80,8 @@ def print_report(report: dict, run_dir: Path) -> None:
     for label in ("dense", "sparse"):
         c = hw[label]
         hw_table.add_row(label, f"{c['throughput']:,.0f}", f"{c['latency_s'] * 1e6:,.1f}", f"{c['dsp']:,.0f}",
-                         f"{c.get('bram18', 0):,.0f}", f"{c.get('lut', 0):,.0f}", f"{c['energy_j'] * 1e6:,.2f}")
+                         *(f"{c[k]:,.0f}" if k in c else "-" for k in ("bram18", "lut")),  # the overlay models neither
+                         f"{c['energy_j'] * 1e6:,.2f}")
     console.print(hw_table)
     console.print(f"modelled speedup of the sparse design over the dense one: [bold]{hw['speedup']:.2f}x[/]")
     console.print(f"run folder: {run_dir}")
