@@ -130,8 +130,8 @@ def evaluate(net: df.Network, engine: Engine, density: df.Density, device: Devic
 
 
 def _evaluate(net, engine, density, device, temperature, layer_engines, energy) -> tuple[OverlayCost, dict]:
-    """`evaluate`, and the per-layer quantities `evaluate_blocks` regroups: weight bits, the bits
-    per cycle of the device, each layer's engine table."""
+    """`evaluate`, and the per-layer quantities `evaluate_blocks` regroups: the network's tables,
+    which layers compute, weight bits, the device's bits per cycle, each layer's engine table."""
     df.check(net, df.Folding.minimal(net), density)
     t = df.tables(net)
     pr = net.precision
@@ -147,7 +147,8 @@ def _evaluate(net, engine, density, device, temperature, layer_engines, energy) 
     # Compute: tiles of pe_in input channels x pe_out output channels, one per cycle per output
     # position and kernel tap. Non-compute layers stream through at pe_in words per cycle.
     cin = t["c_in"] / t["groups"]
-    tiles = ceil(cin / e["pe_in"]) * ceil(t["c_out"] / e["pe_out"])
+    in_tiles, out_tiles = ceil(cin / e["pe_in"]), ceil(t["c_out"] / e["pe_out"])
+    tiles = in_tiles * out_tiles
     passes = np.ceil(t["k2"] / e["taps"])
     dense_compute = jnp.where(is_compute, tiles * t["ho_wo"] * passes, t["in_words"] / e["pe_in"])
     factor = jnp.select([work == sp.STRUCTURED, work == sp.DYNAMIC, work == sp.UNSTRUCTURED],
@@ -161,6 +162,9 @@ def _evaluate(net, engine, density, device, temperature, layer_engines, energy) 
     # channel, so it fills one of the array's pe_out columns; the channel gate is a matrix.
     gate_cycles = t["gate_spatial_macs"] / e["pe_in"] + t["gate_channel_macs"] / (e["pe_in"] * e["pe_out"])
 
+    # positions a dynamic pattern computes (and reads); every other layer's are all computed
+    active = jnp.where(work == sp.DYNAMIC, d_a, 1.0)
+
     # Memory: weights (values + indices) once per image, input and output activations.
     stored = jnp.where(work == sp.STRUCTURED, d_w, 1.0)
     precomputed = np.array([getattr(p, "precompute_channel_mask", False) for p in net.patterns])
@@ -169,12 +173,11 @@ def _evaluate(net, engine, density, device, temperature, layer_engines, energy) 
     load = jnp.where(loads_first, t["params"] * loaded / np.maximum(e["weight_load_words"], 1), 0.0)
     # pipeline fill (`Engine.loop_fill`): once per entry into the pipelined tile loop, i.e. per
     # tile of the other dimension, kernel pass and active position
-    entries = jnp.where(e["pipelined_out"], ceil(cin / e["pe_in"]), ceil(t["c_out"] / e["pe_out"]))
-    active = jnp.where(work == sp.DYNAMIC, d_a, 1.0)
+    entries = jnp.where(e["pipelined_out"], in_tiles, out_tiles)
     fill = jnp.where(is_compute, t["ho_wo"] * passes * entries * e["loop_fill"] * active, 0.0)
     compute = dense_compute * compute_factor + fill + gate_cycles + load
     weight_bits = t["params"] * loaded * (pr.weight_bits + t["index_bits"])
-    act_in = jnp.where(work == sp.DYNAMIC, d_a, 1.0) * t["in_words"] * pr.data_bits
+    act_in = active * t["in_words"] * pr.data_bits
     act_out = t["out_words"] * pr.data_bits
     dram_bits = weight_bits + act_in + act_out
     bits_per_cycle = device.bandwidth_gbps * 1e9 / (device.clock_mhz * 1e6)
@@ -207,7 +210,8 @@ def _evaluate(net, engine, density, device, temperature, layer_engines, energy) 
     dsp = jnp.float32(engine.pe_in * engine.pe_out * engine.taps * df.dsp_per_multiplier(pr))
     cost = OverlayCost(layer_cycles, compute, load, memory, cycles, clock_hz / cycles, cycles / clock_hz, dsp,
                        dram_bits.sum(), onchip_words, energy_j, effective_macs)
-    return cost, {"weight_bits": weight_bits, "bits_per_cycle": bits_per_cycle, "engines": e}
+    return cost, {"tables": t, "is_compute": is_compute, "weight_bits": weight_bits,
+                  "bits_per_cycle": bits_per_cycle, "engines": e}
 
 
 def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: Engine, density: df.Density,
@@ -221,10 +225,11 @@ def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: En
     traffic is the block's weights, its input read in full (a dynamic block's spatial gate sees
     every position: DPACS's conv_1x1_mask_wrap) and its output; what passes between its engines
     stays on chip. It moves at the device's bandwidth, and the feature maps also through the
-    ports of the block's first and last compute engines (`Engine.feature_port_words`). When the engine loads its weights before computing
-    (`Engine.weight_load_words`), the block's weights arrive through one port in layer order
-    (top.cpp's Load_Weight_Merge -> route_weight), so a layer finishes after the loads of every
-    layer before it in its block, its own, and its compute. The layers in no block run one after
+    ports of the block's first and last compute engines (`Engine.feature_port_words`). When the
+    engine loads its weights before computing (`Engine.weight_load_words`), the block's weights
+    arrive through one port in layer order (top.cpp's Load_Weight_Merge -> route_weight), so a
+    layer finishes after the loads of every layer before it in its block, its own, and its
+    compute. The layers in no block run one after
     the other on one `engine`, as in `evaluate`; `layer_cycles` gives each block's time to its
     first layer and 0 to the others."""
     single, parts = _evaluate(net, engine, density, device, temperature, layer_engines, energy)
@@ -232,8 +237,7 @@ def evaluate_blocks(net: df.Network, blocks: Sequence[Sequence[str]], engine: En
     unknown = sorted({name for block in blocks for name in block} - set(index))
     if unknown:
         raise df.CostModelError(f"block layer {unknown[0]!r} is no node of the network")
-    t = df.tables(net)
-    is_compute = (t["kind"] == df.CONV) | (t["kind"] == df.DENSE_LAYER)
+    t, is_compute = parts["tables"], parts["is_compute"]
     layer_cycles = single.layer_cycles
     ports = parts["engines"]["feature_port_words"]
     for block in blocks:

@@ -62,4 +62,3 @@ def test_csp_cascade_lengths_reach_the_report_but_not_the_training_objective():
     assert hardware.measured_cascades(model) == ["conv2", "conv3"]
     nominal = hardware.network_of(model, graph, cfg.hardware)
     assert all(getattr(p, "lengths", None) is None for p in nominal.patterns)
-
